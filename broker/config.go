@@ -1,0 +1,214 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/imqtt/imqtt/acl"
+)
+
+// Config is the broker's configuration. Its YAML form is the configuration
+// file of PROTOCOL.md section 8; Default returns every default.
+type Config struct {
+	// Data is the data directory; the store is Data/imqtt.db.
+	Data   string `yaml:"data"`
+	Listen Listen `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	// DMPolicy is "friends" (DMs need a friendship) or "anyone".
+	DMPolicy string `yaml:"dm_policy"`
+	// MaxPayload is the largest IM message payload in bytes.
+	MaxPayload int     `yaml:"max_payload"`
+	Backlog    Backlog `yaml:"backlog"`
+	// OpenTopics are filters outside im/ every user may use.
+	OpenTopics []string `yaml:"open_topics"`
+	// DenyTopics are filters refused to everyone.
+	DenyTopics []string `yaml:"deny_topics"`
+	Limits     Limits   `yaml:"limits"`
+	Log        Log      `yaml:"log"`
+	// Conformance turns on plain MQTT for test suites; loopback only.
+	Conformance bool `yaml:"conformance"`
+	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxKeepalive caps the MQTT keepalive in seconds; 0 or more than this
+	// gets this.
+	MaxKeepalive uint16 `yaml:"max_keepalive"`
+	// MaxClients caps connections broker-wide.
+	MaxClients int64 `yaml:"max_clients"`
+
+	// LogWriter receives the logs; nil means os.Stderr. Not in YAML.
+	LogWriter io.Writer `yaml:"-"`
+}
+
+// Listen holds listener addresses; "" or "off" disables one.
+type Listen struct {
+	MQTT string `yaml:"mqtt"`
+	WS   string `yaml:"ws"`
+	HTTP string `yaml:"http"`
+}
+
+// TLS names a certificate and key; both set turns on TLS for MQTT and WS.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Backlog bounds what a device that was away gets on return.
+type Backlog struct {
+	MaxEntries int           `yaml:"max_entries"`
+	MaxAge     time.Duration `yaml:"max_age"`
+}
+
+// Limits are per user unless said otherwise.
+type Limits struct {
+	MessagesPerSecond      float64 `yaml:"messages_per_second"`
+	RequestsPerSecond      float64 `yaml:"requests_per_second"`
+	ConnectionsPerUser     int     `yaml:"connections_per_user"`
+	SubscriptionsPerClient int     `yaml:"subscriptions_per_client"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is a zerolog level: trace, debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is json or console; "" picks console on a terminal, else json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration of PROTOCOL.md section 8.
+func Default() Config {
+	return Config{
+		Data:           "./data",
+		Listen:         Listen{MQTT: ":1883", WS: ":1882", HTTP: ":8080"},
+		DMPolicy:       "friends",
+		MaxPayload:     65536,
+		Backlog:        Backlog{MaxEntries: 10000, MaxAge: 720 * time.Hour},
+		Limits:         Limits{MessagesPerSecond: 100, RequestsPerSecond: 50, ConnectionsPerUser: 10, SubscriptionsPerClient: 100},
+		Log:            Log{Level: "info"},
+		ConnectTimeout: 10 * time.Second,
+		MaxKeepalive:   300,
+		MaxClients:     100000,
+	}
+}
+
+// LoadConfigFile reads a YAML configuration over the defaults. Unknown keys
+// and bad values are errors naming the key.
+func LoadConfigFile(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig reads YAML over the defaults and validates the result.
+func ParseConfig(b []byte) (Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Disabled reports whether a listener address turns that listener off.
+func Disabled(addr string) bool { return addr == "" || addr == "off" }
+
+// Validate checks every value and names the key of the first bad one.
+func (c *Config) Validate() error {
+	if c.Data == "" {
+		return errors.New("data: must not be empty")
+	}
+	for _, l := range []struct{ key, addr string }{{"listen.mqtt", c.Listen.MQTT}, {"listen.ws", c.Listen.WS}, {"listen.http", c.Listen.HTTP}} {
+		if Disabled(l.addr) {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			return fmt.Errorf("%s: %q is not host:port (or off): %v", l.key, l.addr, err)
+		}
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("tls: cert and key must be set together")
+	}
+	switch c.DMPolicy {
+	case "friends", "anyone":
+	default:
+		return fmt.Errorf("dm_policy: %q must be friends or anyone", c.DMPolicy)
+	}
+	if c.MaxPayload < 256 || c.MaxPayload > 16<<20 {
+		return fmt.Errorf("max_payload: %d must be between 256 and 16777216", c.MaxPayload)
+	}
+	if c.Backlog.MaxEntries < 1 {
+		return fmt.Errorf("backlog.max_entries: %d must be at least 1", c.Backlog.MaxEntries)
+	}
+	if c.Backlog.MaxAge < time.Minute {
+		return fmt.Errorf("backlog.max_age: %s must be at least 1m", c.Backlog.MaxAge)
+	}
+	if _, err := acl.NewTopics(c.OpenTopics, c.DenyTopics, c.Conformance); err != nil {
+		return err
+	}
+	if c.Limits.MessagesPerSecond <= 0 {
+		return fmt.Errorf("limits.messages_per_second: %v must be positive", c.Limits.MessagesPerSecond)
+	}
+	if c.Limits.RequestsPerSecond <= 0 {
+		return fmt.Errorf("limits.requests_per_second: %v must be positive", c.Limits.RequestsPerSecond)
+	}
+	if c.Limits.ConnectionsPerUser < 1 {
+		return fmt.Errorf("limits.connections_per_user: %d must be at least 1", c.Limits.ConnectionsPerUser)
+	}
+	if c.Limits.SubscriptionsPerClient < 1 {
+		return fmt.Errorf("limits.subscriptions_per_client: %d must be at least 1", c.Limits.SubscriptionsPerClient)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	switch c.Log.Format {
+	case "", "json", "console":
+	default:
+		return fmt.Errorf("log.format: %q must be json or console", c.Log.Format)
+	}
+	if c.ConnectTimeout < 100*time.Millisecond {
+		return fmt.Errorf("connect_timeout: %s must be at least 100ms", c.ConnectTimeout)
+	}
+	if c.MaxKeepalive < 5 {
+		return fmt.Errorf("max_keepalive: %d must be at least 5", c.MaxKeepalive)
+	}
+	if c.MaxClients < 1 {
+		return fmt.Errorf("max_clients: %d must be at least 1", c.MaxClients)
+	}
+	if c.Conformance {
+		for _, l := range []struct{ key, addr string }{{"listen.mqtt", c.Listen.MQTT}, {"listen.ws", c.Listen.WS}, {"listen.http", c.Listen.HTTP}} {
+			if !Disabled(l.addr) && !loopback(l.addr) {
+				return fmt.Errorf("conformance: refused because %s %q is not a loopback address", l.key, l.addr)
+			}
+		}
+	}
+	return nil
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

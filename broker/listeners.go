@@ -1,0 +1,189 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// guard wraps mochi's establish callback with the two protections mochi
+// lacks: a deadline for the CONNECT packet, and a recover so that a panic
+// while decoding one client's packets (mochi issue #501) ends that
+// connection only.
+type guard struct {
+	connectTimeout time.Duration
+	log            *slog.Logger
+	// onPanic cleans up after a client whose goroutine panicked.
+	onPanic func(conn net.Conn, r any)
+}
+
+func (g *guard) establish(establish listeners.EstablishFn, id string, conn net.Conn) {
+	defer func() {
+		if r := recover(); r != nil {
+			_ = conn.Close()
+			g.onPanic(conn, r)
+		}
+	}()
+	// mochi replaces this deadline with the keepalive one after CONNECT.
+	_ = conn.SetDeadline(time.Now().Add(g.connectTimeout))
+	if err := establish(id, conn); err != nil && !quietErr(err) {
+		g.log.Debug("connection ended", "listener", id, "remote", conn.RemoteAddr().String(), "error", err)
+	}
+}
+
+func quietErr(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+// tcpListener is a mochi listener over a net.Listener we bound ourselves
+// (so ":0" works and the bound address is known).
+type tcpListener struct {
+	id    string
+	ln    net.Listener
+	guard *guard
+	end   atomic.Bool
+	wg    sync.WaitGroup
+}
+
+func (l *tcpListener) ID() string              { return l.id }
+func (l *tcpListener) Address() string         { return l.ln.Addr().String() }
+func (l *tcpListener) Protocol() string        { return "tcp" }
+func (l *tcpListener) Init(*slog.Logger) error { return nil }
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.end.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return
+		}
+		go l.guard.establish(establish, l.id, conn)
+	}
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	if l.end.CompareAndSwap(false, true) {
+		_ = l.ln.Close()
+		closeClients(l.id)
+	}
+}
+
+// wsListener serves MQTT over WebSocket on path /mqtt.
+type wsListener struct {
+	id    string
+	ln    net.Listener
+	guard *guard
+	srv   *http.Server
+	end   atomic.Bool
+	maxSz int64
+}
+
+func (l *wsListener) ID() string              { return l.id }
+func (l *wsListener) Address() string         { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string        { return "ws" }
+func (l *wsListener) Init(*slog.Logger) error { return nil }
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	up := websocket.Upgrader{
+		Subprotocols: []string{"mqtt"},
+		// Browsers connect from any page; credentials, not origin, decide.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetReadLimit(l.maxSz)
+		l.guard.establish(establish, l.id, &wsConn{Conn: c.NetConn(), c: c})
+	})
+	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	_ = l.srv.Serve(l.ln)
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	if l.end.CompareAndSwap(false, true) {
+		closeClients(l.id)
+		if l.srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = l.srv.Shutdown(ctx)
+		}
+		_ = l.ln.Close()
+	}
+}
+
+// wsConn presents a WebSocket as the byte stream mochi reads MQTT from.
+type wsConn struct {
+	net.Conn
+	c *websocket.Conn
+	r io.Reader
+	w sync.Mutex
+}
+
+func (ws *wsConn) Read(p []byte) (int, error) {
+	for {
+		if ws.r == nil {
+			op, r, err := ws.c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("websocket: MQTT needs binary messages")
+			}
+			ws.r = r
+		}
+		n, err := ws.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			ws.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (ws *wsConn) Write(p []byte) (int, error) {
+	ws.w.Lock()
+	defer ws.w.Unlock()
+	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func tlsListen(addr string, cfg *tls.Config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	return ln, nil
+}
+
+// stack returns the current goroutine's stack for a panic log line.
+func stack() string { return string(debug.Stack()) }
