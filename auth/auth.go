@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/imqtt/imqtt"
 	"golang.org/x/crypto/bcrypt"
@@ -17,6 +19,16 @@ import (
 
 // Cost is the bcrypt cost of new hashes.
 const Cost = 10
+
+// cost is the cost in use: Cost, except in tests that call SetTestCost.
+var cost atomic.Int32
+
+func init() { cost.Store(Cost) }
+
+// SetTestCost lowers the bcrypt cost to bcrypt.MinCost for tests, where
+// cost 10 takes over a second per hash under the race detector. Hashes keep
+// their cost, so a store written this way is only for tests.
+func SetTestCost() { cost.Store(int32(bcrypt.MinCost)) }
 
 // MaxPasswordLen is the longest password in bytes: bcrypt reads no further.
 const MaxPasswordLen = 72
@@ -46,7 +58,7 @@ func HashPassword(p string) ([]byte, error) {
 		return nil, err
 	}
 	defer acquire()()
-	h, err := bcrypt.GenerateFromPassword([]byte(p), Cost)
+	h, err := bcrypt.GenerateFromPassword([]byte(p), int(cost.Load()))
 	if err != nil {
 		return nil, fmt.Errorf("hash password: %w", err)
 	}
@@ -54,8 +66,12 @@ func HashPassword(p string) ([]byte, error) {
 }
 
 // dummyHash makes a check for an unknown user cost as much as for a known
-// one, so timing does not tell which user ids exist.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("imqtt-dummy-password"), Cost)
+// one, so timing does not tell which user ids exist. It is made on first use,
+// at the cost then in force.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("imqtt-dummy-password"), int(cost.Load()))
+	return h
+})
 
 // CheckPassword reports whether p matches hash. A nil hash (unknown user)
 // costs the same as a real check and is false.
@@ -65,7 +81,7 @@ func CheckPassword(hash []byte, p string) bool {
 	}
 	defer acquire()()
 	if hash == nil {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(p))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(p))
 		return false
 	}
 	return bcrypt.CompareHashAndPassword(hash, []byte(p)) == nil

@@ -88,20 +88,22 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 
 // wsListener serves MQTT over WebSocket on path /mqtt.
 type wsListener struct {
-	id    string
-	ln    net.Listener
-	guard *guard
-	srv   *http.Server
-	end   atomic.Bool
-	maxSz int64
+	id        string
+	ln        net.Listener
+	guard     *guard
+	srv       *http.Server
+	end       atomic.Bool
+	maxSz     int64
+	establish atomic.Pointer[listeners.EstablishFn]
 }
 
-func (l *wsListener) ID() string              { return l.id }
-func (l *wsListener) Address() string         { return l.ln.Addr().String() }
-func (l *wsListener) Protocol() string        { return "ws" }
-func (l *wsListener) Init(*slog.Logger) error { return nil }
+func (l *wsListener) ID() string       { return l.id }
+func (l *wsListener) Address() string  { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string { return "ws" }
 
-func (l *wsListener) Serve(establish listeners.EstablishFn) {
+// Init builds the HTTP server here rather than in Serve, which runs on its
+// own goroutine, so that Close never races with it.
+func (l *wsListener) Init(*slog.Logger) error {
 	up := websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
 		// Browsers connect from any page; credentials, not origin, decide.
@@ -109,22 +111,32 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
+		establish := l.establish.Load()
+		if establish == nil {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
 		c, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
 		defer c.Close()
 		c.SetReadLimit(l.maxSz)
-		l.guard.establish(establish, l.id, &wsConn{Conn: c.NetConn(), c: c})
+		l.guard.establish(*establish, l.id, &wsConn{Conn: c.NetConn(), c: c})
 	})
 	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.establish.Store(&establish)
 	_ = l.srv.Serve(l.ln)
 }
 
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	if l.end.CompareAndSwap(false, true) {
 		closeClients(l.id)
-		if l.srv != nil {
+		{
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			_ = l.srv.Shutdown(ctx)

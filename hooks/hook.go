@@ -50,6 +50,11 @@ const (
 type session struct {
 	user string
 	role imqtt.Role
+	// token is the id of the device token the client authenticated with,
+	// "" for a password.
+	token string
+	// ok is set once the connection is authenticated.
+	ok atomic.Bool
 	// refusal is set when CONNECT was refused and read when the CONNACK is
 	// encoded.
 	refusal refusal
@@ -116,13 +121,14 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	s := &session{user: user}
 	h.sessions.Store(cl, s)
-	role, ok := h.authenticate(user, string(pk.Connect.Password))
+	role, token, ok := h.authenticate(user, string(pk.Connect.Password))
 	if !ok {
 		s.refusal = refuseCredentials
 		h.log.Info().Str("user", logID(user)).Str("client", cl.ID).Str("remote", cl.Net.Remote).Str("reason", "bad credentials").Msg("connect refused")
 		return false
 	}
 	s.role = role
+	s.token = token
 	owner, err := h.o.Store.BindDevice(cl.ID, user)
 	if err != nil {
 		s.refusal = refuseBusy
@@ -139,34 +145,79 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.log.Info().Str("user", user).Str("client", cl.ID).Str("reason", "will topic not allowed").Msg("connect refused")
 		return false
 	}
+	s.ok.Store(true)
 	return true
 }
 
-// authenticate checks a password or a device token.
-func (h *Hook) authenticate(user, password string) (imqtt.Role, bool) {
+// authenticate checks a password or a device token, and returns the user's
+// role and the token id used ("" for a password).
+func (h *Hook) authenticate(user, password string) (imqtt.Role, string, bool) {
 	if !imqtt.ValidID(user) || password == "" {
-		return "", false
+		return "", "", false
 	}
 	if id, secret, err := auth.ParseToken(password); err == nil {
 		t, err := h.o.Store.Token(id)
 		if err != nil || t.User != user || !auth.CheckTokenSecret(t.Hash, secret) {
-			return "", false
+			return "", "", false
 		}
 		u, err := h.o.Store.User(user)
 		if err != nil {
-			return "", false
+			return "", "", false
 		}
-		return u.Role, true
+		return u.Role, id, true
 	}
 	u, err := h.o.Store.User(user)
 	if err != nil {
 		auth.CheckPassword(nil, password)
-		return "", false
+		return "", "", false
 	}
 	if !auth.CheckPassword(u.Hash, password) {
-		return "", false
+		return "", "", false
 	}
-	return u.Role, true
+	return u.Role, "", true
+}
+
+// Disconnect ends every connection of user, or only those that
+// authenticated with token tokenID when it is not "". It returns how many
+// it ended. Used when a user is removed, its password changes or a token is
+// revoked.
+func (h *Hook) Disconnect(user, tokenID string) int {
+	n := 0
+	h.sessions.Range(func(k, v any) bool {
+		cl, s := k.(*mqtt.Client), v.(*session)
+		if s.user == user && s.ok.Load() && (tokenID == "" || s.token == tokenID) {
+			_ = h.o.Server.DisconnectClient(cl, packets.ErrNotAuthorized)
+			cl.Stop(imqtt.ErrUnauthorized)
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// Online reports whether user has at least one device online.
+func (h *Hook) Online(user string) bool {
+	on := false
+	h.sessions.Range(func(_, v any) bool {
+		s := v.(*session)
+		on = s.user == user && s.ok.Load()
+		return !on
+	})
+	return on
+}
+
+// DevicesOnline returns the number of authenticated connections and of
+// distinct users behind them.
+func (h *Hook) DevicesOnline() (devices, users int) {
+	seen := map[string]bool{}
+	h.sessions.Range(func(_, v any) bool {
+		if s := v.(*session); s.ok.Load() {
+			devices++
+			seen[s.user] = true
+		}
+		return true
+	})
+	return devices, len(seen)
 }
 
 // OnSessionEstablished logs the connection.
