@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/imqtt/imqtt/acl"
+	"github.com/imqtt/imqtt/chat"
 	"github.com/imqtt/imqtt/hooks"
 	"github.com/imqtt/imqtt/storage/bolt"
 )
@@ -29,6 +30,7 @@ type Broker struct {
 	db     *bolt.DB
 	server *mqtt.Server
 	hook   *hooks.Hook
+	chat   *chat.Service
 	guard  *guard
 
 	mu      sync.Mutex
@@ -76,13 +78,19 @@ func New(cfg Config) (*Broker, error) {
 		SysTopicResendInterval: 10,
 	})
 	b.hook = hooks.New(hooks.Options{
-		Server:        b.server,
-		Store:         db,
-		Topics:        topics,
-		Log:           log,
-		MaxKeepalive:  cfg.MaxKeepalive,
-		MaxPacketSize: caps.MaximumPacketSize,
+		Server:            b.server,
+		Store:             db,
+		Topics:            topics,
+		Log:               log,
+		MaxKeepalive:      cfg.MaxKeepalive,
+		MaxPacketSize:     caps.MaximumPacketSize,
+		Streams:           db,
+		BacklogMaxEntries: cfg.Backlog.MaxEntries,
+		BacklogMaxAge:     cfg.Backlog.MaxAge,
 	})
+	policy, _ := acl.ParseDMPolicy(cfg.DMPolicy)
+	b.chat = chat.New(chat.Options{Store: db, Notifier: b.hook, DMPolicy: policy, MaxPayload: cfg.MaxPayload})
+	b.hook.SetChat(b.chat)
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("add hook: %w", err)
@@ -216,7 +224,18 @@ func (b *Broker) Close() error {
 	}
 	if started {
 		errs = append(errs, b.server.Close())
+		// Let client goroutines finish what they were committing before
+		// the store closes under them.
+		done := make(chan struct{})
+		go func() { b.server.Listeners.ClientsWg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			b.log.Warn().Msg("clients still running at shutdown")
+		}
 	}
+	// mochi stops the hook on Close; a broker never started stops it here.
+	errs = append(errs, b.hook.Stop())
 	errs = append(errs, b.db.Close())
 	b.log.Info().Msg("imqtt stopped")
 	return errors.Join(errs...)

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -12,6 +13,7 @@ import (
 	"github.com/imqtt/imqtt"
 	"github.com/imqtt/imqtt/acl"
 	"github.com/imqtt/imqtt/auth"
+	"github.com/imqtt/imqtt/chat"
 	"github.com/imqtt/imqtt/storage"
 )
 
@@ -20,6 +22,12 @@ type Store interface {
 	storage.Users
 	storage.Devices
 	storage.Tokens
+}
+
+// Chat is what the hook needs of the application layer.
+type Chat interface {
+	Request(c chat.Caller, payload []byte) (resp []byte, op string, code imqtt.Code)
+	SendDM(me, peer string, payload []byte) (chat.Result, error)
 }
 
 // Options configure the hook.
@@ -33,6 +41,12 @@ type Options struct {
 	MaxKeepalive uint16
 	// MaxPacketSize is advertised to MQTT 5 clients in CONNACK.
 	MaxPacketSize uint32
+	// Streams is where devices' deliveries are read from.
+	Streams storage.Streams
+	// BacklogMaxEntries and BacklogMaxAge bound what a returning device
+	// gets (0: unbounded).
+	BacklogMaxEntries int
+	BacklogMaxAge     time.Duration
 }
 
 // refusal reasons at CONNECT, mapped to CONNACK codes in OnPacketEncode.
@@ -64,6 +78,8 @@ type session struct {
 	// OnPublish returns).
 	ackPID  atomic.Uint32
 	ackCode atomic.Uint32
+	// dev delivers the client's stream once it is connected.
+	dev *device
 }
 
 // Hook is imqtt's mochi hook.
@@ -71,15 +87,45 @@ type Hook struct {
 	mqtt.HookBase
 	o        Options
 	log      zerolog.Logger
+	chat     Chat
 	sessions sync.Map // *mqtt.Client -> *session
+
+	// devices indexes connected devices by user, for delivery.
+	devMu   sync.RWMutex
+	devices map[string]map[*device]struct{}
+
+	// cursors holds each device's latest acknowledged position
+	// (clientID -> *atomic.Uint64); dirty those not yet saved.
+	cursors sync.Map
+	dirtyMu sync.Mutex
+	dirty   map[string]uint64
+
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
-// New returns the hook.
+// New returns the hook. SetChat must be called before the server serves.
 func New(o Options) *Hook {
 	if o.MaxKeepalive == 0 {
 		o.MaxKeepalive = 300
 	}
-	return &Hook{o: o, log: o.Log}
+	h := &Hook{o: o, log: o.Log, devices: map[string]map[*device]struct{}{}, dirty: map[string]uint64{},
+		stop: make(chan struct{}), stopped: make(chan struct{})}
+	go h.cursorFlusher(h.stop, h.stopped)
+	return h
+}
+
+// SetChat gives the hook its application layer (which in turn notifies the
+// hook, hence the two steps).
+func (h *Hook) SetChat(c Chat) { h.chat = c }
+
+// Stop implements mqtt.Hook: mochi calls it on Close, after the clients are
+// gone. It saves the delivery cursors.
+func (h *Hook) Stop() error {
+	h.stopOnce.Do(func() { close(h.stop) })
+	<-h.stopped
+	return nil
 }
 
 // ID implements mqtt.Hook.
@@ -90,7 +136,9 @@ func (h *Hook) ID() string { return "imqtt" }
 func (h *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
-		mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnPacketEncode, mqtt.OnSessionEstablished:
+		mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketSent,
+		mqtt.OnQosComplete, mqtt.OnQosDropped:
 		return true
 	}
 	return false
@@ -220,8 +268,34 @@ func (h *Hook) DevicesOnline() (devices, users int) {
 	return devices, len(seen)
 }
 
-// OnSessionEstablished logs the connection.
+// OnSessionEstablish runs before mochi hands a taken-over session's state to
+// the new connection: the old connection's device stops and withdraws its
+// unacknowledged packets, which the new device replays from the cursor.
+func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if old, ok := h.o.Server.Clients.Get(cl.ID); ok && old != cl {
+		if s := h.session(old); s != nil && s.dev != nil {
+			h.dropDevice(s.dev)
+		}
+	}
+}
+
+// OnSessionEstablished starts delivery and logs the connection.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if s := h.session(cl); s != nil {
+		d := h.newDevice(cl, s.user)
+		h.devMu.Lock()
+		s.dev = d
+		m := h.devices[s.user]
+		if m == nil {
+			m = map[*device]struct{}{}
+			h.devices[s.user] = m
+		}
+		m[d] = struct{}{}
+		h.devMu.Unlock()
+		// A resumed session brings its subscriptions along.
+		d.setSubs()
+		d.kick()
+	}
 	h.log.Info().Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Str("remote", cl.Net.Remote).
 		Str("listener", cl.Net.Listener).Uint8("protocol", cl.Properties.ProtocolVersion).Msg("connected")
 }
@@ -234,8 +308,15 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 // ClientGone is OnDisconnect for a connection whose goroutine died without
 // mochi calling OnDisconnect (a recovered panic).
 func (h *Hook) ClientGone(cl *mqtt.Client, err error) {
-	if _, ok := h.sessions.LoadAndDelete(cl); !ok {
+	v, ok := h.sessions.LoadAndDelete(cl)
+	if !ok {
 		return
+	}
+	h.devMu.Lock()
+	dev := v.(*session).dev
+	h.devMu.Unlock()
+	if dev != nil {
+		h.dropDevice(dev)
 	}
 	ev := h.log.Info().Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Str("remote", cl.Net.Remote)
 	if cl.IsTakenOver() {
@@ -247,6 +328,123 @@ func (h *Hook) ClientGone(cl *mqtt.Client, err error) {
 	}
 	ev.Msg("disconnected")
 }
+
+// dropDevice stops a device's delivery and unindexes it.
+func (h *Hook) dropDevice(d *device) {
+	d.close()
+	h.devMu.Lock()
+	if m := h.devices[d.user]; m != nil {
+		delete(m, d)
+		if len(m) == 0 {
+			delete(h.devices, d.user)
+		}
+	}
+	h.devMu.Unlock()
+}
+
+// device returns the delivering device of a client, or nil.
+func (h *Hook) device(cl *mqtt.Client) *device {
+	s := h.session(cl)
+	if s == nil {
+		return nil
+	}
+	h.devMu.RLock()
+	defer h.devMu.RUnlock()
+	return s.dev
+}
+
+// Appended implements chat.Notifier: the devices of users have new entries.
+func (h *Hook) Appended(users ...string) {
+	var ds []*device
+	h.devMu.RLock()
+	for _, u := range users {
+		for d := range h.devices[u] {
+			ds = append(ds, d)
+		}
+	}
+	h.devMu.RUnlock()
+	for _, d := range ds {
+		d.kick()
+	}
+}
+
+// Transient implements chat.Notifier: an unstored event, at QoS 0, to the
+// online devices of user that subscribed to their event topic.
+func (h *Hook) Transient(user string, payload []byte) {
+	topic := imqtt.InboxEvents(user)
+	h.devMu.RLock()
+	var ds []*device
+	for d := range h.devices[user] {
+		ds = append(ds, d)
+	}
+	h.devMu.RUnlock()
+	for _, d := range ds {
+		d.mu.Lock()
+		subs := d.subs
+		d.mu.Unlock()
+		if qosFor(subs, topic) >= 0 {
+			_ = d.cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: payload})
+		}
+	}
+}
+
+// respond sends a response to the one device that asked, at QoS 0, if it
+// subscribed to its res topic. Responses are not stored.
+func (h *Hook) respond(cl *mqtt.Client, user string, payload []byte) {
+	d := h.device(cl)
+	if d == nil {
+		return
+	}
+	topic := imqtt.InboxRes(user)
+	d.mu.Lock()
+	subs := d.subs
+	d.mu.Unlock()
+	if qosFor(subs, topic) < 0 {
+		return
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: payload}
+	if cl.Properties.ProtocolVersion == 5 {
+		pk.Properties.PayloadFormat, pk.Properties.PayloadFormatFlag = 1, true
+	}
+	_ = cl.WritePacket(pk)
+}
+
+// OnSubscribed refreshes the device's inbox subscriptions; delivery starts
+// once the SUBACK is out (OnPacketSent).
+func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	if d := h.device(cl); d != nil {
+		d.setSubs()
+	}
+}
+
+// OnUnsubscribed refreshes the device's inbox subscriptions.
+func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if d := h.device(cl); d != nil {
+		d.setSubs()
+	}
+}
+
+// OnPacketSent starts delivery after a SUBACK, so that no message reaches
+// the client before the acknowledgement of its subscription.
+func (h *Hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
+	if pk.FixedHeader.Type == packets.Suback {
+		if d := h.device(cl); d != nil {
+			d.kick()
+		}
+	}
+}
+
+// OnQosComplete folds a PUBACK into the device's cursor.
+func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if d := h.device(cl); d != nil {
+		d.ack(pk.PacketID)
+	}
+}
+
+// OnQosDropped: mochi dropped an inflight packet (expiry, a PUBREC error).
+// For the device's own packets that is no acknowledgement: the entry comes
+// again on the next connection. Nothing to do now.
+func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {}
 
 // role returns the role of a client's user. Offline persistent sessions
 // (mochi still runs the read check for them) fall back to the store.
@@ -270,17 +468,54 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return h.o.Topics.CanSubscribe(string(cl.Properties.Username), h.role(cl), topic)
 }
 
-// OnPublish refuses every publish that is not on an open plain topic; IM
-// topics come with the relationship-chain and messaging issues.
+// OnPublish carries out IM publishes (messages and requests) and lets
+// through plain publishes on open topics. Everything else is refused with an
+// acknowledgement and an error on the sender's res topic. IM publishes are
+// never routed by mochi (CodeSuccessIgnore): delivery is ours, from the
+// store, so mochi neither queues nor retains them.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	kind, _ := imqtt.ParsePublishTopic(pk.TopicName)
-	if kind == imqtt.TopicPlain && h.o.Topics.CanPublishPlain(pk.TopicName) {
-		return pk, nil
+	user := string(cl.Properties.Username)
+	kind, target := imqtt.ParsePublishTopic(pk.TopicName)
+	switch kind {
+	case imqtt.TopicRequest:
+		resp, op, code := h.chat.Request(chat.Caller{User: user, ClientID: cl.ID}, pk.Payload)
+		if code != "" {
+			h.log.Info().Str("user", user).Str("client", cl.ID).Str("op", op).Str("code", string(code)).Msg("request refused")
+		}
+		h.respond(cl, user, resp)
+		return pk, packets.CodeSuccessIgnore
+	case imqtt.TopicDM:
+		if res, err := h.chat.SendDM(user, target, pk.Payload); err != nil {
+			return pk, h.refuseMessage(cl, pk, res.ID, err)
+		}
+		return pk, packets.CodeSuccessIgnore
+	case imqtt.TopicPlain:
+		if h.o.Topics.CanPublishPlain(pk.TopicName) {
+			return pk, nil
+		}
 	}
 	if h.o.Topics.Conformance() && kind != imqtt.TopicDollar {
 		return pk, nil
 	}
-	return pk, h.refusePublish(cl, pk, imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", pk.TopicName))
+	err := imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", pk.TopicName)
+	return pk, h.refuseMessage(cl, pk, "", err)
+}
+
+// refuseMessage refuses a publish and tells the sending device why.
+func (h *Hook) refuseMessage(cl *mqtt.Client, pk packets.Packet, id string, err error) error {
+	h.respond(cl, string(cl.Properties.Username), imqtt.ErrResponse("", id, err))
+	if imqtt.ErrorCode(err) == imqtt.CodeInternal {
+		h.log.Error().Err(err).Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Msg("storing a message failed")
+		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
+			// MQTT 3.1.1 has no negative acknowledgement, and a plain
+			// PUBACK would tell the client a message nothing stored is
+			// safe. No ack, and a closed connection: the client sends it
+			// again when it reconnects.
+			cl.Stop(err)
+			return packets.ErrRejectPacket
+		}
+	}
+	return h.refusePublish(cl, pk, err)
 }
 
 // refusePublish arranges the acknowledgement of a refused publish (MQTT 5

@@ -72,3 +72,87 @@ type Tokens interface {
 type Backup interface {
 	WriteBackup(w io.Writer) (int64, error)
 }
+
+// FriendRequest is a pending friend request.
+type FriendRequest struct {
+	From string
+	To   string
+	Note string
+	TS   int64 // Unix milliseconds
+}
+
+// Entry is one item of a user's delivery stream: an event, or a reference to
+// a message of a conversation. Every device of the user keeps a cursor into
+// the stream.
+type Entry struct {
+	Pos uint64
+	TS  int64 // Unix milliseconds, when it was appended
+	// Conv and Seq name the message; Conv is "" for an event.
+	Conv imqtt.ConvID
+	Seq  uint64
+	// Payload is the JSON to deliver: the event, or the stored message.
+	Payload []byte
+}
+
+// Tx is one atomic unit of work on the store, seen through domain
+// operations. A function given to Update may run more than once (when a
+// batch it shared is retried), so it must only assign to what it captures.
+// Reads return errors only for a damaged store.
+type Tx interface {
+	UserExists(id string) (bool, error)
+
+	AreFriends(a, b string) (bool, error)
+	// SetFriends makes a and b friends since ts.
+	SetFriends(a, b string, ts int64) error
+	// Unfriend ends the friendship of a and b.
+	Unfriend(a, b string) error
+	// Friends lists user's friends in id order.
+	Friends(user string) ([]string, error)
+
+	FriendRequest(from, to string) (FriendRequest, bool, error)
+	PutFriendRequest(r FriendRequest) error
+	DeleteFriendRequest(from, to string) error
+	// FriendRequests lists the requests to and from user, oldest first.
+	FriendRequests(user string) (incoming, outgoing []FriendRequest, err error)
+
+	// Blocks reports whether a has blocked b.
+	Blocks(a, b string) (bool, error)
+	SetBlock(a, b string, ts int64, on bool) error
+	// Blocked lists whom user has blocked, in id order.
+	Blocked(user string) ([]string, error)
+
+	// AppendEvent appends an event for every device of user and returns its
+	// stream position.
+	AppendEvent(user string, ts int64, payload []byte) (uint64, error)
+	// AppendMessage assigns conv's next seq, stores build(seq) as the
+	// message and, when id is not "", remembers (conv, sender, id) -> seq for
+	// idempotent retries.
+	AppendMessage(conv imqtt.ConvID, sender, id string, build func(seq uint64) []byte) (uint64, error)
+	// MessageByID returns the seq and payload of the message sender sent in
+	// conv with id, if there is one.
+	MessageByID(conv imqtt.ConvID, sender, id string) (seq uint64, payload []byte, ok bool, err error)
+	// AppendMessageRef appends a reference to message (conv, seq) to user's
+	// stream.
+	AppendMessageRef(user string, ts int64, conv imqtt.ConvID, seq uint64) (uint64, error)
+}
+
+// Transactor runs functions as atomic units. Update commits durably before
+// it returns nil; concurrent Updates may share one commit.
+type Transactor interface {
+	View(fn func(Tx) error) error
+	Update(fn func(Tx) error) error
+}
+
+// Streams reads users' delivery streams and keeps devices' cursors.
+type Streams interface {
+	// ReadStream returns up to max entries of user's stream after pos, with
+	// message payloads resolved, in order. dst is reused if it has room.
+	ReadStream(user string, after uint64, max int, dst []Entry) ([]Entry, error)
+	// StreamHead returns the position of user's last entry (0 if none).
+	StreamHead(user string) (uint64, error)
+	// Cursor returns the last position clientID acknowledged.
+	Cursor(clientID string) (uint64, error)
+	// SaveCursors records acknowledged positions. It need not be durable
+	// before it returns: a lost cursor only means redelivery.
+	SaveCursors(cursors map[string]uint64) error
+}

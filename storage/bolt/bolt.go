@@ -34,8 +34,12 @@ var (
 	_                  = storage.Devices((*DB)(nil))
 	_                  = storage.Tokens((*DB)(nil))
 	_                  = storage.Backup((*DB)(nil))
+	_                  = storage.Transactor((*DB)(nil))
+	_                  = storage.Streams((*DB)(nil))
 	defaultLockTimeout = 500 * time.Millisecond
 )
+
+var errBucketMissing = errors.New("bucket missing")
 
 // Options tune Open.
 type Options struct {
@@ -48,8 +52,9 @@ type Options struct {
 
 // DB is the bbolt-backed store.
 type DB struct {
-	db   *bbolt.DB
-	path string
+	db     *bbolt.DB
+	path   string
+	commit *committer
 }
 
 // OpenDir opens (creating it and the directory if missing) the store in dir.
@@ -82,6 +87,7 @@ func Open(path string, o Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	d.commit = newCommitter(bdb)
 	return d, nil
 }
 
@@ -107,7 +113,7 @@ func (d *DB) init(readOnly bool) (err error) {
 		}
 		for _, b := range allBuckets {
 			if tx.Bucket(b) == nil {
-				return fmt.Errorf("%w: bucket %s missing", imqtt.ErrStoreCorrupt, b)
+				return fmt.Errorf("%w: bucket %s missing: %w", imqtt.ErrStoreCorrupt, b, errBucketMissing)
 			}
 		}
 		return nil
@@ -133,12 +139,24 @@ func (d *DB) init(readOnly bool) (err error) {
 				return err
 			}
 		}
-		return check(tx)
+		if err := check(tx); err != nil && !errors.Is(err, errBucketMissing) {
+			return err
+		}
+		// Buckets added within a schema version are created on first open.
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
 // Close closes the file. Pending commits have finished when it returns.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	d.commit.close()
+	return d.db.Close()
+}
 
 // Path returns the file path.
 func (d *DB) Path() string { return d.path }
@@ -303,6 +321,9 @@ func (d *DB) DeleteUser(id string) error {
 			if err := tx.Bucket(bucketDevices).Delete(k[len(prefix):]); err != nil {
 				return err
 			}
+			if err := tx.Bucket(bucketCursors).Delete(k[len(prefix):]); err != nil {
+				return err
+			}
 			if err := ud.Delete(k); err != nil {
 				return err
 			}
@@ -398,6 +419,15 @@ func (d *DB) BindDevice(clientID, user string) (string, error) {
 			return err
 		}
 		owner = user
+		// A device's first connection starts at "now": its cursor is the
+		// head of its user's stream.
+		var head uint64
+		if s := tx.Bucket(bucketStreams).Bucket([]byte(user)); s != nil {
+			head = s.Sequence()
+		}
+		if err := tx.Bucket(bucketCursors).Put([]byte(clientID), u64(head)); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketUserDevices).Put(pairKey(user, clientID), nil)
 	})
 	if err != nil {

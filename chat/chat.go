@@ -1,0 +1,155 @@
+package chat
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/imqtt/imqtt"
+	"github.com/imqtt/imqtt/acl"
+	"github.com/imqtt/imqtt/storage"
+)
+
+// Store is what the service needs of the store.
+type Store interface {
+	storage.Transactor
+}
+
+// Notifier learns whose delivery streams grew, and carries transient events
+// (presence, typing) that are never stored.
+type Notifier interface {
+	// Appended is called after a commit that appended to users' streams.
+	Appended(users ...string)
+	// Transient sends an unstored event to user's online devices.
+	Transient(user string, payload []byte)
+}
+
+// Options configure a Service.
+type Options struct {
+	Store      Store
+	Notifier   Notifier
+	DMPolicy   acl.DMPolicy
+	MaxPayload int
+	// Now returns the time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service carries out requests and accepts messages.
+type Service struct {
+	o Options
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Service{o: o}
+}
+
+func (s *Service) now() int64 { return s.o.Now().UnixMilli() }
+
+// internal wraps a store failure so clients see only "internal".
+func internal(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *imqtt.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return fmt.Errorf("%s: %w: %w", op, imqtt.ErrInternal, err)
+}
+
+// requireUser returns no_such_user unless id exists.
+func requireUser(tx storage.Tx, id string) error {
+	ok, err := tx.UserExists(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return imqtt.Errorf(imqtt.CodeNoSuchUser, "no such user %s", id)
+	}
+	return nil
+}
+
+// appendEvent stores ev in user's stream.
+func appendEvent(tx storage.Tx, user string, ev imqtt.Event) error {
+	_, err := tx.AppendEvent(user, ev.TS, ev.Encode())
+	return err
+}
+
+// Result is the outcome of an accepted message.
+type Result struct {
+	Conv imqtt.ConvID
+	Seq  uint64
+	ID   string
+	// Duplicate is set when the message was an idempotent retry of one
+	// already stored.
+	Duplicate bool
+}
+
+// SendDM accepts a message from me to the DM with peer. On error, the
+// returned id is the message's id if it had a valid one (to echo it).
+func (s *Service) SendDM(me, peer string, payload []byte) (Result, error) {
+	in, err := imqtt.DecodeMessage(payload, s.o.MaxPayload)
+	if err != nil {
+		return Result{ID: in.ID}, err
+	}
+	if me == peer {
+		return Result{ID: in.ID}, imqtt.Errorf(imqtt.CodeBadRequest, "a DM to oneself is not allowed")
+	}
+	conv := imqtt.DMConv(me, peer)
+	id := in.ID
+	if id == "" {
+		id = imqtt.NewMessageID()
+	}
+	m := imqtt.Message{Conv: conv, ID: id, From: me, TS: s.now(), Type: in.Type, Body: in.Body}
+	var res Result
+	err = s.o.Store.Update(func(tx storage.Tx) error {
+		res = Result{Conv: conv, ID: id}
+		if err := requireUser(tx, peer); err != nil {
+			return err
+		}
+		switch err := acl.CanDM(tx, s.o.DMPolicy, me, peer); {
+		case errors.Is(err, imqtt.ErrNotFriends):
+			return imqtt.Errorf(imqtt.CodeNotFriends, "%s and %s are not friends", me, peer)
+		case errors.Is(err, imqtt.ErrNotAllowed):
+			return imqtt.Errorf(imqtt.CodeNotAllowed, "a block stands between %s and %s", me, peer)
+		case err != nil:
+			return err
+		}
+		if in.ID != "" {
+			seq, _, ok, err := tx.MessageByID(conv, me, in.ID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				res.Seq, res.Duplicate = seq, true
+				return nil
+			}
+		}
+		seq, err := tx.AppendMessage(conv, me, in.ID, func(seq uint64) []byte {
+			mm := m
+			mm.Seq = seq
+			return mm.Encode()
+		})
+		if err != nil {
+			return err
+		}
+		res.Seq = seq
+		for _, u := range [2]string{me, peer} {
+			if _, err := tx.AppendMessageRef(u, m.TS, conv, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{ID: in.ID}, internal("send dm", err)
+	}
+	if !res.Duplicate {
+		s.o.Notifier.Appended(me, peer)
+	}
+	return res, nil
+}

@@ -1,0 +1,356 @@
+package hooks
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/imqtt/imqtt"
+	"github.com/imqtt/imqtt/storage"
+)
+
+// maxWindow bounds the QoS 1 entries a device has unacknowledged at once;
+// the client's Receive Maximum lowers it.
+const maxWindow = 128
+
+// inboxSub is a device's subscription to a filter under im/u/{me}/.
+type inboxSub struct {
+	filter string
+	qos    byte
+}
+
+// sent is an entry written to a device and not yet folded into its cursor.
+type sent struct {
+	pos   uint64
+	acked bool
+}
+
+// device delivers one connected client's stream: from its cursor, in order,
+// at most window unacknowledged entries at a time. It runs a goroutine only
+// while there is something to send, so idle devices cost no goroutine.
+type device struct {
+	h    *Hook
+	cl   *mqtt.Client
+	user string
+	id   string
+
+	mu       sync.Mutex
+	subs     []inboxSub // replaced, never mutated, so readers may keep a copy
+	running  bool
+	again    bool // kicked while running: read the stream once more
+	closed   bool
+	next     uint64            // last position sent or passed over
+	cursor   uint64            // every position up to here is acknowledged
+	queue    []sent            // positions after cursor, in order
+	inflight map[uint16]uint64 // packet id -> position
+	window   int
+	buf      []storage.Entry
+}
+
+func (h *Hook) newDevice(cl *mqtt.Client, user string) *device {
+	w := maxWindow
+	if rm := int(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < w {
+		w = rm
+	}
+	d := &device{h: h, cl: cl, user: user, id: cl.ID, inflight: map[uint16]uint64{}, window: w}
+	cur := h.cursorOf(cl.ID)
+	if head, err := h.o.Streams.StreamHead(user); err == nil && h.o.BacklogMaxEntries > 0 && head > cur+uint64(h.o.BacklogMaxEntries) {
+		// Over the backlog bound: the oldest entries are dropped.
+		cur = head - uint64(h.o.BacklogMaxEntries)
+	}
+	d.next, d.cursor = cur, cur
+	return d
+}
+
+// cursorOf returns the device's cursor: the newest of the in-memory one
+// (ahead of the store until flushed) and the stored one.
+func (h *Hook) cursorOf(clientID string) uint64 {
+	var cur uint64
+	if v, ok := h.cursors.Load(clientID); ok {
+		cur = v.(*atomic.Uint64).Load()
+	}
+	if stored, err := h.o.Streams.Cursor(clientID); err == nil && stored > cur {
+		cur = stored
+	}
+	return cur
+}
+
+// setCursor records an acknowledged position for the flusher.
+func (h *Hook) setCursor(clientID string, pos uint64) {
+	v, _ := h.cursors.LoadOrStore(clientID, new(atomic.Uint64))
+	c := v.(*atomic.Uint64)
+	for {
+		old := c.Load()
+		if pos <= old || c.CompareAndSwap(old, pos) {
+			break
+		}
+	}
+	h.dirtyMu.Lock()
+	h.dirty[clientID] = pos
+	h.dirtyMu.Unlock()
+}
+
+// flushCursors persists acknowledged positions.
+func (h *Hook) flushCursors() {
+	h.dirtyMu.Lock()
+	if len(h.dirty) == 0 {
+		h.dirtyMu.Unlock()
+		return
+	}
+	batch := h.dirty
+	h.dirty = map[string]uint64{}
+	h.dirtyMu.Unlock()
+	if err := h.o.Streams.SaveCursors(batch); err != nil {
+		h.log.Error().Err(err).Int("devices", len(batch)).Msg("saving delivery cursors failed; entries may be delivered again")
+	}
+}
+
+func (h *Hook) cursorFlusher(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			h.flushCursors()
+		case <-stop:
+			h.flushCursors()
+			return
+		}
+	}
+}
+
+// setSubs recomputes the device's inbox subscriptions from mochi's view of
+// the client.
+func (d *device) setSubs() {
+	prefix := "im/u/" + d.user + "/"
+	var subs []inboxSub
+	for f, s := range d.cl.State.Subscriptions.GetAll() {
+		if len(f) > len(prefix) && f[:len(prefix)] == prefix {
+			subs = append(subs, inboxSub{filter: f, qos: s.Qos})
+		}
+	}
+	sort.Slice(subs, func(i, j int) bool { return subs[i].filter < subs[j].filter })
+	d.mu.Lock()
+	d.subs = subs
+	d.mu.Unlock()
+}
+
+// qosFor returns the QoS to deliver topic at (capped at 1), or -1 when no
+// subscription matches it.
+func qosFor(subs []inboxSub, topic string) int {
+	q := -1
+	for _, s := range subs {
+		if imqtt.TopicMatch(s.filter, topic) && int(s.qos) > q {
+			q = int(s.qos)
+		}
+	}
+	if q > 1 {
+		q = 1
+	}
+	return q
+}
+
+// kick makes the device look at its stream again.
+func (d *device) kick() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	if d.running {
+		d.again = true
+		d.mu.Unlock()
+		return
+	}
+	d.running = true
+	d.mu.Unlock()
+	go d.run()
+}
+
+func (d *device) run() {
+	for d.step() {
+	}
+}
+
+// step sends what the window allows and reports whether to go on.
+func (d *device) step() bool {
+	d.mu.Lock()
+	room := d.window - len(d.inflight)
+	if d.closed || len(d.subs) == 0 || room <= 0 {
+		// An acknowledgement or a subscription kicks again.
+		d.running = false
+		d.mu.Unlock()
+		return false
+	}
+	after, subs := d.next, d.subs
+	d.again = false
+	d.mu.Unlock()
+
+	entries, err := d.h.o.Streams.ReadStream(d.user, after, room, d.buf)
+	d.buf = entries
+	if err != nil {
+		d.h.log.Error().Err(err).Str("client", d.id).Msg("reading delivery stream failed")
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
+		return false
+	}
+	if len(entries) == 0 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.again {
+			return true
+		}
+		d.running = false
+		return false
+	}
+	var oldest int64
+	if d.h.o.BacklogMaxAge > 0 {
+		oldest = time.Now().Add(-d.h.o.BacklogMaxAge).UnixMilli()
+	}
+	for i := range entries {
+		e := &entries[i]
+		topic := imqtt.InboxEvents(d.user)
+		if e.Conv != "" {
+			topic = imqtt.InboxTopic(d.user, e.Conv)
+		}
+		qos := qosFor(subs, topic)
+		if qos < 0 || e.TS < oldest {
+			// Not subscribed, or older than the backlog bound: passed over.
+			d.pass(e.Pos)
+			continue
+		}
+		pk := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: byte(qos)},
+			TopicName:   topic,
+			Payload:     e.Payload,
+			Created:     time.Now().Unix(),
+			Origin:      "imqtt",
+		}
+		if d.cl.Properties.ProtocolVersion == 5 {
+			pk.Properties.PayloadFormat = 1
+			pk.Properties.PayloadFormatFlag = true
+		}
+		if qos == 0 {
+			if !d.write(pk) {
+				return false
+			}
+			d.pass(e.Pos)
+			continue
+		}
+		if !d.track(&pk, e.Pos) || !d.write(pk) {
+			return false
+		}
+	}
+	return true
+}
+
+// pass folds a position that needs no acknowledgement into the cursor.
+func (d *device) pass(pos uint64) {
+	d.mu.Lock()
+	d.next = pos
+	d.queue = append(d.queue, sent{pos: pos, acked: true})
+	cur := d.advance()
+	d.mu.Unlock()
+	if cur > 0 {
+		d.h.setCursor(d.id, cur)
+	}
+}
+
+// track gives a QoS 1 packet an id and records it in mochi's inflight (so
+// the PUBACK is matched and the id is not reused) and in the device.
+func (d *device) track(pk *packets.Packet, pos uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		d.running = false
+		return false
+	}
+	id, err := d.cl.NextPacketID()
+	if err != nil {
+		d.running = false
+		return false
+	}
+	pk.PacketID = uint16(id)
+	if d.cl.State.Inflight.Set(*pk) {
+		atomic.AddInt64(&d.h.o.Server.Info.Inflight, 1)
+	}
+	d.cl.State.Inflight.DecreaseSendQuota()
+	d.inflight[pk.PacketID] = pos
+	d.queue = append(d.queue, sent{pos: pos})
+	d.next = pos
+	return true
+}
+
+func (d *device) write(pk packets.Packet) bool {
+	if err := d.cl.WritePacket(pk); err != nil {
+		// The connection is going; what was not acknowledged is sent
+		// again on the next one.
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// advance pops acknowledged positions off the queue and returns the new
+// cursor, or 0 if it did not move. Called with d.mu held.
+func (d *device) advance() uint64 {
+	n := 0
+	for n < len(d.queue) && d.queue[n].acked {
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	d.cursor = d.queue[n-1].pos
+	d.queue = append(d.queue[:0], d.queue[n:]...)
+	return d.cursor
+}
+
+// ack handles a PUBACK; it reports whether the packet id was the device's.
+func (d *device) ack(pid uint16) bool {
+	d.mu.Lock()
+	pos, ok := d.inflight[pid]
+	if !ok {
+		d.mu.Unlock()
+		return false
+	}
+	delete(d.inflight, pid)
+	i := sort.Search(len(d.queue), func(i int) bool { return d.queue[i].pos >= pos })
+	if i < len(d.queue) && d.queue[i].pos == pos {
+		d.queue[i].acked = true
+	}
+	cur := d.advance()
+	d.mu.Unlock()
+	if cur > 0 {
+		d.h.setCursor(d.id, cur)
+	}
+	d.kick()
+	return true
+}
+
+// close stops delivery and takes the device's unacknowledged packets out of
+// mochi's inflight store, so that neither a session takeover nor a
+// reconnect to a persistent session resends them: the next connection
+// replays them from the cursor instead, in order.
+func (d *device) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	for pid := range d.inflight {
+		if d.cl.State.Inflight.Delete(pid) {
+			atomic.AddInt64(&d.h.o.Server.Info.Inflight, -1)
+		}
+	}
+	d.inflight = nil
+}

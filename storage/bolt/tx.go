@@ -1,0 +1,320 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	bbolt "go.etcd.io/bbolt"
+
+	"github.com/imqtt/imqtt"
+	"github.com/imqtt/imqtt/storage"
+)
+
+var (
+	bucketFriends  = []byte("friends")   // a \x00 b -> ts (both directions)
+	bucketReqIn    = []byte("req_in")    // to \x00 from -> requestRec
+	bucketReqOut   = []byte("req_out")   // from \x00 to -> requestRec
+	bucketBlocks   = []byte("blocks")    // a \x00 b -> ts: a blocked b
+	bucketStreams  = []byte("streams")   // user -> bucket: pos -> entry
+	bucketMsgs     = []byte("msgs")      // conv -> bucket: seq -> message JSON
+	bucketMsgIDs   = []byte("msg_ids")   // conv \x00 sender \x00 id -> seq
+	bucketCursors  = []byte("cursors")   // clientID -> pos
+	bucketConvMeta = []byte("conv_meta") // reserved for conversation metadata
+)
+
+func init() {
+	allBuckets = append(allBuckets, bucketFriends, bucketReqIn, bucketReqOut, bucketBlocks,
+		bucketStreams, bucketMsgs, bucketMsgIDs, bucketCursors, bucketConvMeta)
+}
+
+// errReadOnly is returned by writes in a View.
+var errReadOnly = errors.New("write in a read-only transaction")
+
+// tx implements storage.Tx over a bbolt transaction.
+type tx struct {
+	tx       *bbolt.Tx
+	writable bool
+	// dirty is set by the first write, so the committer knows whether a
+	// failing function left changes that need a rollback.
+	dirty bool
+}
+
+var _ storage.Tx = (*tx)(nil)
+
+func (t *tx) write() error {
+	if !t.writable {
+		return errReadOnly
+	}
+	t.dirty = true
+	return nil
+}
+
+func (t *tx) UserExists(id string) (bool, error) {
+	return t.tx.Bucket(bucketUsers).Get([]byte(id)) != nil, nil
+}
+
+func (t *tx) AreFriends(a, b string) (bool, error) {
+	return t.tx.Bucket(bucketFriends).Get(pairKey(a, b)) != nil, nil
+}
+
+func (t *tx) SetFriends(a, b string, ts int64) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	f := t.tx.Bucket(bucketFriends)
+	if err := f.Put(pairKey(a, b), u64(uint64(ts))); err != nil {
+		return err
+	}
+	return f.Put(pairKey(b, a), u64(uint64(ts)))
+}
+
+func (t *tx) Unfriend(a, b string) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	f := t.tx.Bucket(bucketFriends)
+	if err := f.Delete(pairKey(a, b)); err != nil {
+		return err
+	}
+	return f.Delete(pairKey(b, a))
+}
+
+// seconds lists the second half of every key "user \x00 x" in bucket b.
+func seconds(b *bbolt.Bucket, user string) []string {
+	prefix := pairKey(user, "")
+	var out []string
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out
+}
+
+func (t *tx) Friends(user string) ([]string, error) {
+	return seconds(t.tx.Bucket(bucketFriends), user), nil
+}
+
+type requestRec struct {
+	Note string `json:"note,omitempty"`
+	TS   int64  `json:"ts"`
+}
+
+func (t *tx) FriendRequest(from, to string) (storage.FriendRequest, bool, error) {
+	v := t.tx.Bucket(bucketReqOut).Get(pairKey(from, to))
+	if v == nil {
+		return storage.FriendRequest{}, false, nil
+	}
+	var r requestRec
+	if err := json.Unmarshal(v, &r); err != nil {
+		return storage.FriendRequest{}, false, fmt.Errorf("%w: friend request: %v", imqtt.ErrStoreCorrupt, err)
+	}
+	return storage.FriendRequest{From: from, To: to, Note: r.Note, TS: r.TS}, true, nil
+}
+
+func (t *tx) PutFriendRequest(r storage.FriendRequest) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	v, _ := json.Marshal(requestRec{Note: r.Note, TS: r.TS})
+	if err := t.tx.Bucket(bucketReqOut).Put(pairKey(r.From, r.To), v); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketReqIn).Put(pairKey(r.To, r.From), v)
+}
+
+func (t *tx) DeleteFriendRequest(from, to string) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketReqOut).Delete(pairKey(from, to)); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketReqIn).Delete(pairKey(to, from))
+}
+
+func requests(b *bbolt.Bucket, user string, incoming bool) ([]storage.FriendRequest, error) {
+	prefix := pairKey(user, "")
+	var out []storage.FriendRequest
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		var r requestRec
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("%w: friend request: %v", imqtt.ErrStoreCorrupt, err)
+		}
+		other := string(k[len(prefix):])
+		fr := storage.FriendRequest{From: user, To: other, Note: r.Note, TS: r.TS}
+		if incoming {
+			fr.From, fr.To = other, user
+		}
+		out = append(out, fr)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].TS < out[j].TS })
+	return out, nil
+}
+
+func (t *tx) FriendRequests(user string) (incoming, outgoing []storage.FriendRequest, err error) {
+	if incoming, err = requests(t.tx.Bucket(bucketReqIn), user, true); err != nil {
+		return nil, nil, err
+	}
+	if outgoing, err = requests(t.tx.Bucket(bucketReqOut), user, false); err != nil {
+		return nil, nil, err
+	}
+	return incoming, outgoing, nil
+}
+
+func (t *tx) Blocks(a, b string) (bool, error) {
+	return t.tx.Bucket(bucketBlocks).Get(pairKey(a, b)) != nil, nil
+}
+
+func (t *tx) SetBlock(a, b string, ts int64, on bool) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if on {
+		return t.tx.Bucket(bucketBlocks).Put(pairKey(a, b), u64(uint64(ts)))
+	}
+	return t.tx.Bucket(bucketBlocks).Delete(pairKey(a, b))
+}
+
+func (t *tx) Blocked(user string) ([]string, error) {
+	return seconds(t.tx.Bucket(bucketBlocks), user), nil
+}
+
+// Stream entry values: kind byte, ts (8), then for an event its JSON, for a
+// message seq (8) and the conversation id.
+const (
+	entryEvent   = 'e'
+	entryMessage = 'm'
+)
+
+func (t *tx) stream(user string) (*bbolt.Bucket, error) {
+	return t.tx.Bucket(bucketStreams).CreateBucketIfNotExists([]byte(user))
+}
+
+func (t *tx) AppendEvent(user string, ts int64, payload []byte) (uint64, error) {
+	if err := t.write(); err != nil {
+		return 0, err
+	}
+	s, err := t.stream(user)
+	if err != nil {
+		return 0, err
+	}
+	pos, err := s.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	v := make([]byte, 0, 9+len(payload))
+	v = append(v, entryEvent)
+	v = binary.BigEndian.AppendUint64(v, uint64(ts))
+	v = append(v, payload...)
+	return pos, s.Put(u64(pos), v)
+}
+
+func (t *tx) AppendMessageRef(user string, ts int64, conv imqtt.ConvID, seq uint64) (uint64, error) {
+	if err := t.write(); err != nil {
+		return 0, err
+	}
+	s, err := t.stream(user)
+	if err != nil {
+		return 0, err
+	}
+	pos, err := s.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	v := make([]byte, 0, 17+len(conv))
+	v = append(v, entryMessage)
+	v = binary.BigEndian.AppendUint64(v, uint64(ts))
+	v = binary.BigEndian.AppendUint64(v, seq)
+	v = append(v, conv...)
+	return pos, s.Put(u64(pos), v)
+}
+
+func msgIDKey(conv imqtt.ConvID, sender, id string) []byte {
+	k := make([]byte, 0, len(conv)+len(sender)+len(id)+2)
+	k = append(k, conv...)
+	k = append(k, 0)
+	k = append(k, sender...)
+	k = append(k, 0)
+	return append(k, id...)
+}
+
+func (t *tx) AppendMessage(conv imqtt.ConvID, sender, id string, build func(seq uint64) []byte) (uint64, error) {
+	if err := t.write(); err != nil {
+		return 0, err
+	}
+	b, err := t.tx.Bucket(bucketMsgs).CreateBucketIfNotExists([]byte(conv))
+	if err != nil {
+		return 0, err
+	}
+	// Sequential keys fill pages completely instead of splitting them in half.
+	b.FillPercent = 0.95
+	seq, err := b.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	if err := b.Put(u64(seq), build(seq)); err != nil {
+		return 0, err
+	}
+	if id != "" {
+		if err := t.tx.Bucket(bucketMsgIDs).Put(msgIDKey(conv, sender, id), u64(seq)); err != nil {
+			return 0, err
+		}
+	}
+	return seq, nil
+}
+
+func (t *tx) MessageByID(conv imqtt.ConvID, sender, id string) (uint64, []byte, bool, error) {
+	v := t.tx.Bucket(bucketMsgIDs).Get(msgIDKey(conv, sender, id))
+	if len(v) != 8 {
+		return 0, nil, false, nil
+	}
+	seq := binary.BigEndian.Uint64(v)
+	p, err := t.message(conv, seq)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	return seq, p, true, nil
+}
+
+// message returns a copy of the stored message (conv, seq).
+func (t *tx) message(conv imqtt.ConvID, seq uint64) ([]byte, error) {
+	b := t.tx.Bucket(bucketMsgs).Bucket([]byte(conv))
+	if b == nil {
+		return nil, fmt.Errorf("%w: message %s/%d missing", imqtt.ErrStoreCorrupt, conv, seq)
+	}
+	v := b.Get(u64(seq))
+	if v == nil {
+		return nil, fmt.Errorf("%w: message %s/%d missing", imqtt.ErrStoreCorrupt, conv, seq)
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// decodeEntry decodes a stream entry, resolving message payloads.
+func (t *tx) decodeEntry(pos uint64, v []byte) (storage.Entry, error) {
+	if len(v) < 9 {
+		return storage.Entry{}, fmt.Errorf("%w: stream entry %d too short", imqtt.ErrStoreCorrupt, pos)
+	}
+	e := storage.Entry{Pos: pos, TS: int64(binary.BigEndian.Uint64(v[1:9]))}
+	switch v[0] {
+	case entryEvent:
+		e.Payload = append([]byte(nil), v[9:]...)
+		return e, nil
+	case entryMessage:
+		if len(v) < 18 {
+			return e, fmt.Errorf("%w: stream entry %d too short", imqtt.ErrStoreCorrupt, pos)
+		}
+		e.Seq = binary.BigEndian.Uint64(v[9:17])
+		e.Conv = imqtt.ConvID(v[17:])
+		p, err := t.message(e.Conv, e.Seq)
+		if err != nil {
+			return e, err
+		}
+		e.Payload = p
+		return e, nil
+	}
+	return e, fmt.Errorf("%w: stream entry %d of unknown kind", imqtt.ErrStoreCorrupt, pos)
+}
