@@ -1,0 +1,48 @@
+# imqtt: build, run and test. `make test` is the command CI runs (.ci/run).
+
+GO       ?= go
+BIN      ?= bin/imqtt
+FUZZTIME ?= 60s
+# Extra arguments for `make run`, e.g. make run ARGS='--config testdata/imqtt.example.yaml'
+ARGS     ?=
+
+.PHONY: all build run test fmt-check vet fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/imqtt
+
+run:
+	$(GO) run ./cmd/imqtt serve $(ARGS)
+
+# gofmt check, go vet, then every test under the race detector.
+test: fmt-check vet
+	$(GO) test -race ./...
+
+fmt-check:
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# Runs every Fuzz* target in the repository for FUZZTIME each. Targets are
+# found with grep, so a new one is picked up without editing this file.
+fuzz:
+	@found=0; \
+	for f in $$(grep -rlE --include='*_test.go' --exclude-dir=testdata --exclude-dir=.git '^func Fuzz[A-Za-z0-9_]*\(' .); do \
+		dir=$$(dirname "$$f"); \
+		for name in $$(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/p' "$$f"); do \
+			found=1; \
+			echo "== $$name ($$dir, $(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$dir" || exit 1; \
+		done; \
+	done; \
+	if [ $$found = 0 ]; then echo "no Fuzz targets found"; fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
