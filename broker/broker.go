@@ -89,7 +89,8 @@ func New(cfg Config) (*Broker, error) {
 		BacklogMaxAge:     cfg.Backlog.MaxAge,
 	})
 	policy, _ := acl.ParseDMPolicy(cfg.DMPolicy)
-	b.chat = chat.New(chat.Options{Store: db, Notifier: b.hook, DMPolicy: policy, MaxPayload: cfg.MaxPayload})
+	b.chat = chat.New(chat.Options{Store: db, Notifier: b.hook, DMPolicy: policy, MaxPayload: cfg.MaxPayload,
+		MaxGroupMembers: cfg.MaxGroupMembers})
 	b.hook.SetChat(b.chat)
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		db.Close()
@@ -251,5 +252,6 @@ func (b *Broker) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
+	b.registerAdmin(mux)
 	return mux
 }

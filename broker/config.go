@@ -42,6 +42,8 @@ type Config struct {
 	MaxKeepalive uint16 `yaml:"max_keepalive"`
 	// MaxClients caps connections broker-wide.
 	MaxClients int64 `yaml:"max_clients"`
+	// MaxGroupMembers caps a group's size.
+	MaxGroupMembers int `yaml:"max_group_members"`
 
 	// LogWriter receives the logs; nil means os.Stderr. Not in YAML.
 	LogWriter io.Writer `yaml:"-"`
@@ -85,16 +87,17 @@ type Log struct {
 // Default returns the configuration of PROTOCOL.md section 8.
 func Default() Config {
 	return Config{
-		Data:           "./data",
-		Listen:         Listen{MQTT: ":1883", WS: ":1882", HTTP: ":8080"},
-		DMPolicy:       "friends",
-		MaxPayload:     65536,
-		Backlog:        Backlog{MaxEntries: 10000, MaxAge: 720 * time.Hour},
-		Limits:         Limits{MessagesPerSecond: 100, RequestsPerSecond: 50, ConnectionsPerUser: 10, SubscriptionsPerClient: 100},
-		Log:            Log{Level: "info"},
-		ConnectTimeout: 10 * time.Second,
-		MaxKeepalive:   300,
-		MaxClients:     100000,
+		Data:            "./data",
+		Listen:          Listen{MQTT: ":1883", WS: ":1882", HTTP: ":8080"},
+		DMPolicy:        "friends",
+		MaxPayload:      65536,
+		Backlog:         Backlog{MaxEntries: 10000, MaxAge: 720 * time.Hour},
+		Limits:          Limits{MessagesPerSecond: 100, RequestsPerSecond: 50, ConnectionsPerUser: 10, SubscriptionsPerClient: 100},
+		Log:             Log{Level: "info"},
+		ConnectTimeout:  10 * time.Second,
+		MaxKeepalive:    300,
+		MaxClients:      100000,
+		MaxGroupMembers: 500,
 	}
 }
 
@@ -187,6 +190,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxKeepalive < 5 {
 		return fmt.Errorf("max_keepalive: %d must be at least 5", c.MaxKeepalive)
+	}
+	if c.MaxGroupMembers < 2 || c.MaxGroupMembers > 100000 {
+		return fmt.Errorf("max_group_members: %d must be between 2 and 100000", c.MaxGroupMembers)
 	}
 	if c.MaxClients < 1 {
 		return fmt.Errorf("max_clients: %d must be at least 1", c.MaxClients)

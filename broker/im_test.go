@@ -3,6 +3,7 @@ package broker_test
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +66,67 @@ func TestFriendThenDM(t *testing.T) {
 			}
 			_ = time.Second
 		})
+	}
+}
+
+func TestGroupSmoke(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	b.Users("alice", "bob", "carol")
+	b.MakeFriendsSmoke(t, "alice", "bob")
+	b.MakeFriendsSmoke(t, "alice", "carol")
+	cs := map[string]*brokertest.Client{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		cs[u] = b.Connect(t, u, u == "bob")
+		if code, err := cs[u].Subscribe("im/u/"+u+"/#", 1); err != nil || code > 1 {
+			t.Fatalf("subscribe: %v %x", err, code)
+		}
+	}
+	r := req(t, cs["alice"], "alice", `{"rid":"1","op":"group.create","group":"team","members":["bob","carol"]}`)
+	if r["ok"] != true {
+		t.Fatalf("create: %v", r)
+	}
+	for u, c := range cs {
+		nextEvent(t, c, u, "group.joined")
+	}
+	if _, err := cs["bob"].Publish("im/g/team", 1, []byte(`{"body":"hi all"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for u, c := range cs {
+		m := c.NextOn(t, "im/u/"+u+"/g/team")
+		if !strings.Contains(string(m.Payload), `"seq":1`) {
+			t.Fatalf("%s: %s", u, m.Payload)
+		}
+	}
+	r = req(t, cs["carol"], "carol", `{"rid":"2","op":"conv.list"}`)
+	t.Logf("conv.list: %v", r)
+	r = req(t, cs["carol"], "carol", `{"rid":"3","op":"history","conv":"g:team"}`)
+	if msgs := r["data"].(map[string]any)["messages"].([]any); len(msgs) != 1 {
+		t.Fatalf("history: %v", r)
+	}
+	r = req(t, cs["carol"], "carol", `{"rid":"4","op":"read","conv":"g:team","seq":1}`)
+	if r["ok"] != true {
+		t.Fatalf("read: %v", r)
+	}
+	r = req(t, cs["alice"], "alice", `{"rid":"5","op":"group.kick","group":"team","user":"carol"}`)
+	if r["ok"] != true {
+		t.Fatalf("kick: %v", r)
+	}
+	r = req(t, cs["alice"], "alice", `{"rid":"6","op":"presence"}`)
+	t.Logf("presence: %v", r)
+}
+
+// nextEvent returns the next event of type typ on user's ev topic, skipping
+// others (presence comes and goes).
+func nextEvent(t *testing.T, c *brokertest.Client, user, typ string) map[string]any {
+	t.Helper()
+	for {
+		m := c.NextOn(t, "im/u/"+user+"/ev")
+		var ev map[string]any
+		if err := json.Unmarshal(m.Payload, &ev); err != nil {
+			t.Fatalf("event %s: %v", m.Payload, err)
+		}
+		if ev["type"] == typ {
+			return ev
+		}
 	}
 }

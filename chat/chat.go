@@ -22,6 +22,8 @@ type Notifier interface {
 	Appended(users ...string)
 	// Transient sends an unstored event to user's online devices.
 	Transient(user string, payload []byte)
+	// Online reports whether user has a device online.
+	Online(user string) bool
 }
 
 // Options configure a Service.
@@ -30,6 +32,8 @@ type Options struct {
 	Notifier   Notifier
 	DMPolicy   acl.DMPolicy
 	MaxPayload int
+	// MaxGroupMembers caps a group's size (0: 500).
+	MaxGroupMembers int
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
 }
@@ -43,6 +47,9 @@ type Service struct {
 func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.MaxGroupMembers <= 0 {
+		o.MaxGroupMembers = 500
 	}
 	return &Service{o: o}
 }
@@ -90,33 +97,62 @@ type Result struct {
 }
 
 // SendDM accepts a message from me to the DM with peer. On error, the
-// returned id is the message's id if it had a valid one (to echo it).
+// returned Result holds the message's id if it had a valid one (to echo it).
 func (s *Service) SendDM(me, peer string, payload []byte) (Result, error) {
+	if me == peer {
+		in, _ := imqtt.DecodeMessage(payload, s.o.MaxPayload)
+		return Result{ID: in.ID}, imqtt.Errorf(imqtt.CodeBadRequest, "a DM to oneself is not allowed")
+	}
+	conv := imqtt.DMConv(me, peer)
+	return s.send(me, conv, payload, func(tx storage.Tx) ([]string, error) {
+		if err := requireUser(tx, peer); err != nil {
+			return nil, err
+		}
+		switch err := acl.CanDM(tx, s.o.DMPolicy, me, peer); {
+		case errors.Is(err, imqtt.ErrNotFriends):
+			return nil, imqtt.Errorf(imqtt.CodeNotFriends, "%s and %s are not friends", me, peer)
+		case errors.Is(err, imqtt.ErrNotAllowed):
+			return nil, imqtt.Errorf(imqtt.CodeNotAllowed, "a block stands between %s and %s", me, peer)
+		case err != nil:
+			return nil, err
+		}
+		return []string{me, peer}, nil
+	})
+}
+
+// SendGroup accepts a message from me to group g.
+func (s *Service) SendGroup(me, g string, payload []byte) (Result, error) {
+	return s.send(me, imqtt.GroupConv(g), payload, func(tx storage.Tx) ([]string, error) {
+		grp, err := memberOf(tx, g, me)
+		if err != nil {
+			return nil, err
+		}
+		users := make([]string, len(grp.Members))
+		for i, m := range grp.Members {
+			users[i] = m.User
+		}
+		return users, nil
+	})
+}
+
+// send stores a message once and a reference to it in every member's
+// stream. members checks the sender's right to send and returns the members.
+func (s *Service) send(me string, conv imqtt.ConvID, payload []byte, members func(storage.Tx) ([]string, error)) (Result, error) {
 	in, err := imqtt.DecodeMessage(payload, s.o.MaxPayload)
 	if err != nil {
 		return Result{ID: in.ID}, err
 	}
-	if me == peer {
-		return Result{ID: in.ID}, imqtt.Errorf(imqtt.CodeBadRequest, "a DM to oneself is not allowed")
-	}
-	conv := imqtt.DMConv(me, peer)
 	id := in.ID
 	if id == "" {
 		id = imqtt.NewMessageID()
 	}
 	m := imqtt.Message{Conv: conv, ID: id, From: me, TS: s.now(), Type: in.Type, Body: in.Body}
 	var res Result
+	var notify []string
 	err = s.o.Store.Update(func(tx storage.Tx) error {
-		res = Result{Conv: conv, ID: id}
-		if err := requireUser(tx, peer); err != nil {
-			return err
-		}
-		switch err := acl.CanDM(tx, s.o.DMPolicy, me, peer); {
-		case errors.Is(err, imqtt.ErrNotFriends):
-			return imqtt.Errorf(imqtt.CodeNotFriends, "%s and %s are not friends", me, peer)
-		case errors.Is(err, imqtt.ErrNotAllowed):
-			return imqtt.Errorf(imqtt.CodeNotAllowed, "a block stands between %s and %s", me, peer)
-		case err != nil:
+		res, notify = Result{Conv: conv, ID: id}, nil
+		users, err := members(tx)
+		if err != nil {
 			return err
 		}
 		if in.ID != "" {
@@ -138,18 +174,35 @@ func (s *Service) SendDM(me, peer string, payload []byte) (Result, error) {
 			return err
 		}
 		res.Seq = seq
-		for _, u := range [2]string{me, peer} {
+		for _, u := range users {
 			if _, err := tx.AppendMessageRef(u, m.TS, conv, seq); err != nil {
 				return err
 			}
+			st, ok, err := tx.ConvState(u, conv)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				st = storage.ConvState{Conv: conv, TS: m.TS}
+			} else if u != me {
+				continue
+			}
+			if u == me {
+				// One's own messages are never unread.
+				st.ReadSeq = seq
+			}
+			if err := tx.PutConvState(u, st); err != nil {
+				return err
+			}
 		}
+		notify = users
 		return nil
 	})
 	if err != nil {
-		return Result{ID: in.ID}, internal("send dm", err)
+		return Result{ID: in.ID}, internal("send", err)
 	}
 	if !res.Duplicate {
-		s.o.Notifier.Appended(me, peer)
+		s.o.Notifier.Appended(notify...)
 	}
 	return res, nil
 }

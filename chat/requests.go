@@ -16,19 +16,18 @@ type Caller struct {
 
 type handler func(s *Service, c Caller, r *imqtt.Request) (any, error)
 
-var handlers map[string]handler
+// handlers maps ops to their handlers; each file registers its own.
+var handlers = map[string]handler{}
 
 func init() {
-	handlers = map[string]handler{
-		"friend.request": (*Service).friendRequest,
-		"friend.accept":  (*Service).friendAccept,
-		"friend.reject":  (*Service).friendReject,
-		"friend.remove":  (*Service).friendRemove,
-		"friend.list":    (*Service).friendList,
-		"block.add":      (*Service).blockAdd,
-		"block.remove":   (*Service).blockRemove,
-		"block.list":     (*Service).blockList,
-	}
+	handlers["friend.request"] = (*Service).friendRequest
+	handlers["friend.accept"] = (*Service).friendAccept
+	handlers["friend.reject"] = (*Service).friendReject
+	handlers["friend.remove"] = (*Service).friendRemove
+	handlers["friend.list"] = (*Service).friendList
+	handlers["block.add"] = (*Service).blockAdd
+	handlers["block.remove"] = (*Service).blockRemove
+	handlers["block.list"] = (*Service).blockList
 }
 
 // Request carries out a request payload published to im/req and returns

@@ -220,8 +220,9 @@ func (d *device) step() bool {
 			topic = imqtt.InboxTopic(d.user, e.Conv)
 		}
 		qos := qosFor(subs, topic)
-		if qos < 0 || e.TS < oldest {
-			// Not subscribed, or older than the backlog bound: passed over.
+		if qos < 0 || e.TS < oldest || e.Payload == nil {
+			// Not subscribed, older than the backlog bound, or a message
+			// of a deleted group: passed over.
 			d.pass(e.Pos)
 			continue
 		}

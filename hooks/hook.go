@@ -28,6 +28,8 @@ type Store interface {
 type Chat interface {
 	Request(c chat.Caller, payload []byte) (resp []byte, op string, code imqtt.Code)
 	SendDM(me, peer string, payload []byte) (chat.Result, error)
+	SendGroup(me, group string, payload []byte) (chat.Result, error)
+	PresenceChanged(user string, online bool) error
 }
 
 // Options configure the hook.
@@ -80,6 +82,9 @@ type session struct {
 	ackCode atomic.Uint32
 	// dev delivers the client's stream once it is connected.
 	dev *device
+	// takeover is set when the connection took over another of the same
+	// client id, which is no presence change.
+	takeover bool
 }
 
 // Hook is imqtt's mochi hook.
@@ -103,6 +108,7 @@ type Hook struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	stopOnce sync.Once
+	wg       sync.WaitGroup // presence goroutines
 }
 
 // New returns the hook. SetChat must be called before the server serves.
@@ -125,6 +131,7 @@ func (h *Hook) SetChat(c Chat) { h.chat = c }
 func (h *Hook) Stop() error {
 	h.stopOnce.Do(func() { close(h.stop) })
 	<-h.stopped
+	h.wg.Wait()
 	return nil
 }
 
@@ -245,13 +252,9 @@ func (h *Hook) Disconnect(user, tokenID string) int {
 
 // Online reports whether user has at least one device online.
 func (h *Hook) Online(user string) bool {
-	on := false
-	h.sessions.Range(func(_, v any) bool {
-		s := v.(*session)
-		on = s.user == user && s.ok.Load()
-		return !on
-	})
-	return on
+	h.devMu.RLock()
+	defer h.devMu.RUnlock()
+	return len(h.devices[user]) > 0
 }
 
 // DevicesOnline returns the number of authenticated connections and of
@@ -273,8 +276,18 @@ func (h *Hook) DevicesOnline() (devices, users int) {
 // unacknowledged packets, which the new device replays from the cursor.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if old, ok := h.o.Server.Clients.Get(cl.ID); ok && old != cl {
-		if s := h.session(old); s != nil && s.dev != nil {
-			h.dropDevice(s.dev)
+		h.devMu.RLock()
+		var d *device
+		if s := h.session(old); s != nil {
+			d = s.dev
+		}
+		h.devMu.RUnlock()
+		if d != nil {
+			// A takeover is not a disconnect: no presence change.
+			h.dropDevice(d)
+			if s := h.session(cl); s != nil {
+				s.takeover = true
+			}
 		}
 	}
 }
@@ -291,7 +304,11 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 			h.devices[s.user] = m
 		}
 		m[d] = struct{}{}
+		first := len(m) == 1 && !s.takeover
 		h.devMu.Unlock()
+		if first {
+			h.presence(s.user, true)
+		}
 		// A resumed session brings its subscriptions along.
 		d.setSubs()
 		d.kick()
@@ -315,8 +332,8 @@ func (h *Hook) ClientGone(cl *mqtt.Client, err error) {
 	h.devMu.Lock()
 	dev := v.(*session).dev
 	h.devMu.Unlock()
-	if dev != nil {
-		h.dropDevice(dev)
+	if dev != nil && h.dropDevice(dev) {
+		h.presence(dev.user, false)
 	}
 	ev := h.log.Info().Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Str("remote", cl.Net.Remote)
 	if cl.IsTakenOver() {
@@ -329,17 +346,38 @@ func (h *Hook) ClientGone(cl *mqtt.Client, err error) {
 	ev.Msg("disconnected")
 }
 
-// dropDevice stops a device's delivery and unindexes it.
-func (h *Hook) dropDevice(d *device) {
+// dropDevice stops a device's delivery and unindexes it. It reports
+// whether that took the user's last device away.
+func (h *Hook) dropDevice(d *device) (last bool) {
 	d.close()
 	h.devMu.Lock()
-	if m := h.devices[d.user]; m != nil {
-		delete(m, d)
-		if len(m) == 0 {
-			delete(h.devices, d.user)
-		}
+	defer h.devMu.Unlock()
+	m := h.devices[d.user]
+	if _, ok := m[d]; !ok {
+		return false
 	}
-	h.devMu.Unlock()
+	delete(m, d)
+	if len(m) == 0 {
+		delete(h.devices, d.user)
+		return true
+	}
+	return false
+}
+
+// presence tells the user's friends it came online or went away. It runs
+// apart from the connection's goroutine: a connect or disconnect must not
+// wait on other clients' sockets.
+func (h *Hook) presence(user string, online bool) {
+	if h.chat == nil {
+		return
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		if err := h.chat.PresenceChanged(user, online); err != nil {
+			h.log.Error().Err(err).Str("user", user).Msg("presence update failed")
+		}
+	}()
 }
 
 // device returns the delivering device of a client, or nil.
@@ -486,6 +524,11 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.CodeSuccessIgnore
 	case imqtt.TopicDM:
 		if res, err := h.chat.SendDM(user, target, pk.Payload); err != nil {
+			return pk, h.refuseMessage(cl, pk, res.ID, err)
+		}
+		return pk, packets.CodeSuccessIgnore
+	case imqtt.TopicGroup:
+		if res, err := h.chat.SendGroup(user, target, pk.Payload); err != nil {
 			return pk, h.refuseMessage(cl, pk, res.ID, err)
 		}
 		return pk, packets.CodeSuccessIgnore

@@ -134,6 +134,75 @@ type Tx interface {
 	// AppendMessageRef appends a reference to message (conv, seq) to user's
 	// stream.
 	AppendMessageRef(user string, ts int64, conv imqtt.ConvID, seq uint64) (uint64, error)
+	// LastSeq returns conv's last seq (0 if it has no messages).
+	LastSeq(conv imqtt.ConvID) (uint64, error)
+	// LastMessage returns conv's last message, if any.
+	LastMessage(conv imqtt.ConvID) ([]byte, bool, error)
+	// History returns up to q.Limit messages of conv with seq > floor, in
+	// ascending seq: with q.HasAfter the first ones after q.After, else the
+	// last ones before q.Before (0: no upper bound).
+	History(conv imqtt.ConvID, floor uint64, q HistoryQuery) ([][]byte, error)
+
+	// Group returns a group.
+	Group(id string) (Group, bool, error)
+	// PutGroup creates or replaces a group.
+	PutGroup(g Group) error
+	// DeleteGroup removes a group and its messages.
+	DeleteGroup(id string) error
+
+	// ConvState returns user's state in conv, if user is in it.
+	ConvState(user string, conv imqtt.ConvID) (ConvState, bool, error)
+	PutConvState(user string, s ConvState) error
+	DeleteConvState(user string, conv imqtt.ConvID) error
+	// ConvStates lists every conversation user is in.
+	ConvStates(user string) ([]ConvState, error)
+}
+
+// HistoryQuery selects a page of a conversation's messages.
+type HistoryQuery struct {
+	Before   uint64
+	After    uint64
+	HasAfter bool
+	Limit    int
+}
+
+// Group is a group conversation. Members are in join order.
+type Group struct {
+	ID      string
+	Name    string
+	Owner   string
+	Created int64
+	Members []Member
+}
+
+// Member is a group member.
+type Member struct {
+	User string
+	// JoinSeq is the group's last seq when the member joined: it sees the
+	// messages after it.
+	JoinSeq uint64
+	TS      int64
+}
+
+// IndexOf returns the index of user in g.Members, or -1.
+func (g *Group) IndexOf(user string) int {
+	for i, m := range g.Members {
+		if m.User == user {
+			return i
+		}
+	}
+	return -1
+}
+
+// ConvState is a user's place in a conversation.
+type ConvState struct {
+	Conv    imqtt.ConvID
+	ReadSeq uint64
+	// JoinSeq is the first seq the user may not read (group members added
+	// later see only what follows it); 0 for DMs.
+	JoinSeq uint64
+	// TS is when the user joined (groups) or the DM began.
+	TS int64
 }
 
 // Transactor runs functions as atomic units. Update commits durably before

@@ -309,12 +309,201 @@ func (t *tx) decodeEntry(pos uint64, v []byte) (storage.Entry, error) {
 		}
 		e.Seq = binary.BigEndian.Uint64(v[9:17])
 		e.Conv = imqtt.ConvID(v[17:])
-		p, err := t.message(e.Conv, e.Seq)
-		if err != nil {
-			return e, err
+		b := t.tx.Bucket(bucketMsgs).Bucket([]byte(e.Conv))
+		if b == nil {
+			// A deleted group's message: nil payload, passed over.
+			return e, nil
 		}
-		e.Payload = p
+		if p := b.Get(u64(e.Seq)); p != nil {
+			e.Payload = append([]byte(nil), p...)
+		}
 		return e, nil
 	}
 	return e, fmt.Errorf("%w: stream entry %d of unknown kind", imqtt.ErrStoreCorrupt, pos)
+}
+
+var (
+	bucketGroups    = []byte("groups")     // group id -> groupRec
+	bucketUserConvs = []byte("user_convs") // user \x00 conv -> read seq, join seq, ts
+)
+
+func init() { allBuckets = append(allBuckets, bucketGroups, bucketUserConvs) }
+
+func (t *tx) LastSeq(conv imqtt.ConvID) (uint64, error) {
+	if b := t.tx.Bucket(bucketMsgs).Bucket([]byte(conv)); b != nil {
+		return b.Sequence(), nil
+	}
+	return 0, nil
+}
+
+func (t *tx) LastMessage(conv imqtt.ConvID) ([]byte, bool, error) {
+	b := t.tx.Bucket(bucketMsgs).Bucket([]byte(conv))
+	if b == nil {
+		return nil, false, nil
+	}
+	k, v := b.Cursor().Last()
+	if k == nil {
+		return nil, false, nil
+	}
+	return append([]byte(nil), v...), true, nil
+}
+
+func (t *tx) History(conv imqtt.ConvID, floor uint64, q storage.HistoryQuery) ([][]byte, error) {
+	limit, before := q.Limit, q.Before
+	b := t.tx.Bucket(bucketMsgs).Bucket([]byte(conv))
+	if b == nil || limit <= 0 {
+		return [][]byte{}, nil
+	}
+	out := make([][]byte, 0, min(limit, 64))
+	c := b.Cursor()
+	if q.HasAfter {
+		start := max(q.After, floor) + 1
+		for k, v := c.Seek(u64(start)); k != nil && len(out) < limit; k, v = c.Next() {
+			out = append(out, append([]byte(nil), v...))
+		}
+		return out, nil
+	}
+	var k, v []byte
+	if before > 0 {
+		k, v = c.Seek(u64(before))
+		if k == nil {
+			k, v = c.Last()
+		}
+		for k != nil && beU64(k) >= before {
+			k, v = c.Prev()
+		}
+	} else {
+		k, v = c.Last()
+	}
+	for ; k != nil && beU64(k) > floor && len(out) < limit; k, v = c.Prev() {
+		out = append(out, append([]byte(nil), v...))
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+type memberRec struct {
+	User    string `json:"u"`
+	JoinSeq uint64 `json:"s,omitempty"`
+	TS      int64  `json:"t"`
+}
+
+type groupRec struct {
+	Name    string      `json:"name"`
+	Owner   string      `json:"owner"`
+	Created int64       `json:"created"`
+	Members []memberRec `json:"members"`
+}
+
+func (t *tx) Group(id string) (storage.Group, bool, error) {
+	v := t.tx.Bucket(bucketGroups).Get([]byte(id))
+	if v == nil {
+		return storage.Group{}, false, nil
+	}
+	var r groupRec
+	if err := json.Unmarshal(v, &r); err != nil {
+		return storage.Group{}, false, fmt.Errorf("%w: group %q: %v", imqtt.ErrStoreCorrupt, id, err)
+	}
+	g := storage.Group{ID: id, Name: r.Name, Owner: r.Owner, Created: r.Created, Members: make([]storage.Member, len(r.Members))}
+	for i, m := range r.Members {
+		g.Members[i] = storage.Member{User: m.User, JoinSeq: m.JoinSeq, TS: m.TS}
+	}
+	return g, true, nil
+}
+
+func (t *tx) PutGroup(g storage.Group) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	r := groupRec{Name: g.Name, Owner: g.Owner, Created: g.Created, Members: make([]memberRec, len(g.Members))}
+	for i, m := range g.Members {
+		r.Members[i] = memberRec{User: m.User, JoinSeq: m.JoinSeq, TS: m.TS}
+	}
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketGroups).Put([]byte(g.ID), v)
+}
+
+func (t *tx) DeleteGroup(id string) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketGroups).Delete([]byte(id)); err != nil {
+		return err
+	}
+	conv := []byte(imqtt.GroupConv(id))
+	msgs := t.tx.Bucket(bucketMsgs)
+	if msgs.Bucket(conv) != nil {
+		if err := msgs.DeleteBucket(conv); err != nil {
+			return err
+		}
+	}
+	ids := t.tx.Bucket(bucketMsgIDs)
+	prefix := append(append([]byte(nil), conv...), 0)
+	var keys [][]byte
+	c := ids.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	for _, k := range keys {
+		if err := ids.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func convStateValue(s storage.ConvState) []byte {
+	v := make([]byte, 0, 24)
+	v = binary.BigEndian.AppendUint64(v, s.ReadSeq)
+	v = binary.BigEndian.AppendUint64(v, s.JoinSeq)
+	return binary.BigEndian.AppendUint64(v, uint64(s.TS))
+}
+
+func decodeConvState(conv imqtt.ConvID, v []byte) (storage.ConvState, error) {
+	if len(v) != 24 {
+		return storage.ConvState{}, fmt.Errorf("%w: conversation state of %s", imqtt.ErrStoreCorrupt, conv)
+	}
+	return storage.ConvState{Conv: conv, ReadSeq: beU64(v[:8]), JoinSeq: beU64(v[8:16]), TS: int64(beU64(v[16:]))}, nil
+}
+
+func (t *tx) ConvState(user string, conv imqtt.ConvID) (storage.ConvState, bool, error) {
+	v := t.tx.Bucket(bucketUserConvs).Get(pairKey(user, string(conv)))
+	if v == nil {
+		return storage.ConvState{}, false, nil
+	}
+	s, err := decodeConvState(conv, v)
+	return s, err == nil, err
+}
+
+func (t *tx) PutConvState(user string, s storage.ConvState) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketUserConvs).Put(pairKey(user, string(s.Conv)), convStateValue(s))
+}
+
+func (t *tx) DeleteConvState(user string, conv imqtt.ConvID) error {
+	if err := t.write(); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketUserConvs).Delete(pairKey(user, string(conv)))
+}
+
+func (t *tx) ConvStates(user string) ([]storage.ConvState, error) {
+	prefix := pairKey(user, "")
+	var out []storage.ConvState
+	c := t.tx.Bucket(bucketUserConvs).Cursor()
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		s, err := decodeConvState(imqtt.ConvID(k[len(prefix):]), v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
