@@ -237,6 +237,12 @@ func (d *device) step() bool {
 			pk.Properties.PayloadFormat = 1
 			pk.Properties.PayloadFormatFlag = true
 		}
+		if e.Conv != "" {
+			if age := time.Now().UnixMilli() - e.TS; age >= 0 && age < 60_000 {
+				// Live deliveries only: a backlog's age is not latency.
+				d.h.o.Observer.Delivered(time.Duration(age) * time.Millisecond)
+			}
+		}
 		if qos == 0 {
 			if !d.write(pk) {
 				return false

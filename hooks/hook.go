@@ -32,6 +32,29 @@ type Chat interface {
 	PresenceChanged(user string, online bool) error
 }
 
+// Observer counts what the hook sees, for /stats and /metrics. Methods are
+// called on hot paths: they must be cheap and safe for concurrent use.
+type Observer interface {
+	// Request counts a request by op ("" if unknown) and error code ("" on
+	// success).
+	Request(op string, code imqtt.Code)
+	// Message counts a message publish: accepted (code "", duplicate for an
+	// idempotent retry) or refused with code.
+	Message(code imqtt.Code, duplicate bool)
+	// Delivered observes the time from a message's acceptance to its
+	// being written to a device that was online.
+	Delivered(d time.Duration)
+	// ConnectRefused counts a refused CONNECT by reason.
+	ConnectRefused(reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Request(string, imqtt.Code)   {}
+func (nopObserver) Message(imqtt.Code, bool)     {}
+func (nopObserver) Delivered(time.Duration)      {}
+func (nopObserver) ConnectRefused(reason string) {}
+
 // Options configure the hook.
 type Options struct {
 	Server *mqtt.Server
@@ -49,6 +72,8 @@ type Options struct {
 	// gets (0: unbounded).
 	BacklogMaxEntries int
 	BacklogMaxAge     time.Duration
+	// Observer counts events; nil counts nothing.
+	Observer Observer
 }
 
 // refusal reasons at CONNECT, mapped to CONNACK codes in OnPacketEncode.
@@ -116,6 +141,9 @@ func New(o Options) *Hook {
 	if o.MaxKeepalive == 0 {
 		o.MaxKeepalive = 300
 	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
 	h := &Hook{o: o, log: o.Log, devices: map[string]map[*device]struct{}{}, dirty: map[string]uint64{},
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 	go h.cursorFlusher(h.stop, h.stopped)
@@ -179,6 +207,7 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	role, token, ok := h.authenticate(user, string(pk.Connect.Password))
 	if !ok {
 		s.refusal = refuseCredentials
+		h.o.Observer.ConnectRefused("credentials")
 		h.log.Info().Str("user", logID(user)).Str("client", cl.ID).Str("remote", cl.Net.Remote).Str("reason", "bad credentials").Msg("connect refused")
 		return false
 	}
@@ -187,16 +216,19 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	owner, err := h.o.Store.BindDevice(cl.ID, user)
 	if err != nil {
 		s.refusal = refuseBusy
+		h.o.Observer.ConnectRefused("store")
 		h.log.Error().Err(err).Str("user", user).Str("client", cl.ID).Msg("connect refused: binding client id")
 		return false
 	}
 	if owner != user {
 		s.refusal = refuseClientID
+		h.o.Observer.ConnectRefused("client_id")
 		h.log.Warn().Str("user", user).Str("client", cl.ID).Str("remote", cl.Net.Remote).Str("reason", "client id bound to another user").Msg("connect refused")
 		return false
 	}
 	if pk.Connect.WillFlag && !h.o.Topics.CanWill(pk.Connect.WillTopic) {
 		s.refusal = refuseWill
+		h.o.Observer.ConnectRefused("will")
 		h.log.Info().Str("user", user).Str("client", cl.ID).Str("reason", "will topic not allowed").Msg("connect refused")
 		return false
 	}
@@ -517,20 +549,25 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	switch kind {
 	case imqtt.TopicRequest:
 		resp, op, code := h.chat.Request(chat.Caller{User: user, ClientID: cl.ID}, pk.Payload)
+		h.o.Observer.Request(op, code)
 		if code != "" {
 			h.log.Info().Str("user", user).Str("client", cl.ID).Str("op", op).Str("code", string(code)).Msg("request refused")
 		}
 		h.respond(cl, user, resp)
 		return pk, packets.CodeSuccessIgnore
 	case imqtt.TopicDM:
-		if res, err := h.chat.SendDM(user, target, pk.Payload); err != nil {
+		res, err := h.chat.SendDM(user, target, pk.Payload)
+		if err != nil {
 			return pk, h.refuseMessage(cl, pk, res.ID, err)
 		}
+		h.o.Observer.Message("", res.Duplicate)
 		return pk, packets.CodeSuccessIgnore
 	case imqtt.TopicGroup:
-		if res, err := h.chat.SendGroup(user, target, pk.Payload); err != nil {
+		res, err := h.chat.SendGroup(user, target, pk.Payload)
+		if err != nil {
 			return pk, h.refuseMessage(cl, pk, res.ID, err)
 		}
+		h.o.Observer.Message("", res.Duplicate)
 		return pk, packets.CodeSuccessIgnore
 	case imqtt.TopicPlain:
 		if h.o.Topics.CanPublishPlain(pk.TopicName) {
@@ -546,6 +583,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 
 // refuseMessage refuses a publish and tells the sending device why.
 func (h *Hook) refuseMessage(cl *mqtt.Client, pk packets.Packet, id string, err error) error {
+	h.o.Observer.Message(imqtt.ErrorCode(err), false)
 	h.respond(cl, string(cl.Properties.Username), imqtt.ErrResponse("", id, err))
 	if imqtt.ErrorCode(err) == imqtt.CodeInternal {
 		h.log.Error().Err(err).Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Msg("storing a message failed")
