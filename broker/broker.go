@@ -87,6 +87,12 @@ func New(cfg Config) (*Broker, error) {
 		Streams:           db,
 		BacklogMaxEntries: cfg.Backlog.MaxEntries,
 		BacklogMaxAge:     cfg.Backlog.MaxAge,
+		Limits: hooks.Limits{
+			MessagesPerSecond:      cfg.Limits.MessagesPerSecond,
+			RequestsPerSecond:      cfg.Limits.RequestsPerSecond,
+			ConnectionsPerUser:     cfg.Limits.ConnectionsPerUser,
+			SubscriptionsPerClient: cfg.Limits.SubscriptionsPerClient,
+		},
 	})
 	policy, _ := acl.ParseDMPolicy(cfg.DMPolicy)
 	b.chat = chat.New(chat.Options{Store: db, Notifier: b.hook, DMPolicy: policy, MaxPayload: cfg.MaxPayload,

@@ -113,10 +113,15 @@ func (h *Hook) cursorFlusher(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-t.C:
 			h.flushCursors()
+			if n%300 == 0 {
+				now := time.Now()
+				h.msgLimit.forget(now)
+				h.reqLimit.forget(now)
+			}
 		case <-stop:
 			h.flushCursors()
 			return

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type Observer interface {
 	Delivered(d time.Duration)
 	// ConnectRefused counts a refused CONNECT by reason.
 	ConnectRefused(reason string)
+	// Limited counts a refusal by an abuse limit (the Limit* names).
+	Limited(limit string)
 }
 
 type nopObserver struct{}
@@ -54,6 +57,7 @@ func (nopObserver) Request(string, imqtt.Code)   {}
 func (nopObserver) Message(imqtt.Code, bool)     {}
 func (nopObserver) Delivered(time.Duration)      {}
 func (nopObserver) ConnectRefused(reason string) {}
+func (nopObserver) Limited(string)               {}
 
 // Options configure the hook.
 type Options struct {
@@ -74,6 +78,8 @@ type Options struct {
 	BacklogMaxAge     time.Duration
 	// Observer counts events; nil counts nothing.
 	Observer Observer
+	// Limits are the abuse limits.
+	Limits Limits
 }
 
 // refusal reasons at CONNECT, mapped to CONNACK codes in OnPacketEncode.
@@ -85,6 +91,7 @@ const (
 	refuseClientID
 	refuseWill
 	refuseBusy
+	refuseLimit
 )
 
 // session is what the hook knows of one connection.
@@ -130,6 +137,9 @@ type Hook struct {
 	dirtyMu sync.Mutex
 	dirty   map[string]uint64
 
+	msgLimit *rateLimiter
+	reqLimit *rateLimiter
+
 	stop     chan struct{}
 	stopped  chan struct{}
 	stopOnce sync.Once
@@ -145,7 +155,8 @@ func New(o Options) *Hook {
 		o.Observer = nopObserver{}
 	}
 	h := &Hook{o: o, log: o.Log, devices: map[string]map[*device]struct{}{}, dirty: map[string]uint64{},
-		stop: make(chan struct{}), stopped: make(chan struct{})}
+		stop: make(chan struct{}), stopped: make(chan struct{}),
+		msgLimit: newRateLimiter(o.Limits.MessagesPerSecond), reqLimit: newRateLimiter(o.Limits.RequestsPerSecond)}
 	go h.cursorFlusher(h.stop, h.stopped)
 	return h
 }
@@ -170,7 +181,7 @@ func (h *Hook) ID() string { return "imqtt" }
 // switch, not a slice search.
 func (h *Hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish,
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe,
 		mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketSent,
 		mqtt.OnQosComplete, mqtt.OnQosDropped:
@@ -204,6 +215,15 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	s := &session{user: user}
 	h.sessions.Store(cl, s)
+	if h.o.Topics.Conformance() {
+		// Anonymous clients and any client id; credentials that are given
+		// still decide the role ($SYS for operators).
+		if role, _, ok := h.authenticate(user, string(pk.Connect.Password)); ok {
+			s.role = role
+		}
+		s.ok.Store(true)
+		return true
+	}
 	role, token, ok := h.authenticate(user, string(pk.Connect.Password))
 	if !ok {
 		s.refusal = refuseCredentials
@@ -224,6 +244,12 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		s.refusal = refuseClientID
 		h.o.Observer.ConnectRefused("client_id")
 		h.log.Warn().Str("user", user).Str("client", cl.ID).Str("remote", cl.Net.Remote).Str("reason", "client id bound to another user").Msg("connect refused")
+		return false
+	}
+	if max := h.o.Limits.ConnectionsPerUser; max > 0 && h.connectionsOf(user, cl.ID) >= max {
+		s.refusal = refuseLimit
+		h.o.Observer.Limited(LimitConnections)
+		h.log.Info().Str("user", user).Str("client", cl.ID).Str("reason", "connections_per_user").Msg("connect refused")
 		return false
 	}
 	if pk.Connect.WillFlag && !h.o.Topics.CanWill(pk.Connect.WillTopic) {
@@ -326,7 +352,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 
 // OnSessionEstablished starts delivery and logs the connection.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	if s := h.session(cl); s != nil {
+	if s := h.session(cl); s != nil && !h.o.Topics.Conformance() {
 		d := h.newDevice(cl, s.user)
 		h.devMu.Lock()
 		s.dev = d
@@ -535,6 +561,9 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return true
 	}
+	if strings.HasPrefix(topic, limitMarker) {
+		return false
+	}
 	return h.o.Topics.CanSubscribe(string(cl.Properties.Username), h.role(cl), topic)
 }
 
@@ -546,24 +575,28 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	user := string(cl.Properties.Username)
 	kind, target := imqtt.ParsePublishTopic(pk.TopicName)
+	if h.o.Topics.Conformance() {
+		// Plain MQTT for test suites: no IM rules, deny_topics still hold.
+		if kind != imqtt.TopicDollar && h.o.Topics.CanPublishPlain(pk.TopicName) {
+			return pk, nil
+		}
+		return pk, h.refusePublish(cl, pk, imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", pk.TopicName))
+	}
 	switch kind {
 	case imqtt.TopicRequest:
-		resp, op, code := h.chat.Request(chat.Caller{User: user, ClientID: cl.ID}, pk.Payload)
-		h.o.Observer.Request(op, code)
-		if code != "" {
-			h.log.Info().Str("user", user).Str("client", cl.ID).Str("op", op).Str("code", string(code)).Msg("request refused")
-		}
-		h.respond(cl, user, resp)
+		h.request(cl, user, pk.Payload)
 		return pk, packets.CodeSuccessIgnore
-	case imqtt.TopicDM:
-		res, err := h.chat.SendDM(user, target, pk.Payload)
-		if err != nil {
-			return pk, h.refuseMessage(cl, pk, res.ID, err)
+	case imqtt.TopicDM, imqtt.TopicGroup:
+		if !h.msgLimit.allow(user, time.Now()) {
+			h.o.Observer.Limited(LimitMessages)
+			in, _ := imqtt.DecodeMessage(pk.Payload, len(pk.Payload))
+			return pk, h.refuseMessage(cl, pk, in.ID, imqtt.Errorf(imqtt.CodeRateLimited, "over %v messages a second", h.o.Limits.MessagesPerSecond))
 		}
-		h.o.Observer.Message("", res.Duplicate)
-		return pk, packets.CodeSuccessIgnore
-	case imqtt.TopicGroup:
-		res, err := h.chat.SendGroup(user, target, pk.Payload)
+		send := h.chat.SendDM
+		if kind == imqtt.TopicGroup {
+			send = h.chat.SendGroup
+		}
+		res, err := send(user, target, pk.Payload)
 		if err != nil {
 			return pk, h.refuseMessage(cl, pk, res.ID, err)
 		}
@@ -574,11 +607,26 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, nil
 		}
 	}
-	if h.o.Topics.Conformance() && kind != imqtt.TopicDollar {
-		return pk, nil
-	}
 	err := imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", pk.TopicName)
 	return pk, h.refuseMessage(cl, pk, "", err)
+}
+
+// request carries out a request and answers the device that made it.
+func (h *Hook) request(cl *mqtt.Client, user string, payload []byte) {
+	if !h.reqLimit.allow(user, time.Now()) {
+		h.o.Observer.Limited(LimitRequests)
+		r, _ := imqtt.DecodeRequest(payload)
+		h.o.Observer.Request(r.Op, imqtt.CodeRateLimited)
+		err := imqtt.Errorf(imqtt.CodeRateLimited, "over %v requests a second", h.o.Limits.RequestsPerSecond)
+		h.respond(cl, user, imqtt.ErrResponse(r.Rid, "", err))
+		return
+	}
+	resp, op, code := h.chat.Request(chat.Caller{User: user, ClientID: cl.ID}, payload)
+	h.o.Observer.Request(op, code)
+	if code != "" {
+		h.log.Info().Str("user", user).Str("client", cl.ID).Str("op", op).Str("code", string(code)).Msg("request refused")
+	}
+	h.respond(cl, user, resp)
 }
 
 // refuseMessage refuses a publish and tells the sending device why.
@@ -664,6 +712,7 @@ func (h *Hook) encodeConnack(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 		refuseClientID:    {2, 0x85},
 		refuseWill:        {5, 0x87},
 		refuseBusy:        {3, 0x88},
+		refuseLimit:       {3, 0x97},
 	}
 	if c, ok := codes[r]; ok {
 		if v5 {
