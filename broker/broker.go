@@ -39,6 +39,30 @@ type Broker struct {
 	httpLn  net.Listener
 	started bool
 	closed  bool
+
+	janitorStop chan struct{}
+	janitorDone chan struct{}
+}
+
+// janitor prunes delivery streams of entries no device will get, a slice of
+// users at a time.
+func (b *Broker) janitor() {
+	defer close(b.janitorDone)
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.janitorStop:
+			return
+		case <-t.C:
+			n, err := b.db.PruneStreams(b.cfg.Backlog.MaxEntries, b.cfg.Backlog.MaxAge, time.Now(), 1000)
+			if err != nil {
+				b.log.Error().Err(err).Msg("pruning delivery streams failed")
+			} else if n > 0 {
+				b.log.Debug().Int("entries", n).Msg("pruned delivery streams")
+			}
+		}
+	}
 }
 
 // New validates cfg, opens the store and builds the server. It binds no
@@ -208,6 +232,9 @@ func (b *Broker) Start() error {
 		go func() { _ = b.httpSrv.Serve(httpLn) }()
 	}
 	b.started = true
+	b.janitorStop = make(chan struct{})
+	b.janitorDone = make(chan struct{})
+	go b.janitor()
 	b.log.Info().Str("mqtt", b.addrs["mqtt"]).Str("ws", b.addrs["ws"]).Str("http", b.addrs["http"]).
 		Str("store", b.db.Path()).Msg("imqtt serving")
 	return nil
@@ -230,6 +257,8 @@ func (b *Broker) Close() error {
 		cancel()
 	}
 	if started {
+		close(b.janitorStop)
+		<-b.janitorDone
 		errs = append(errs, b.server.Close())
 		// Let client goroutines finish what they were committing before
 		// the store closes under them.

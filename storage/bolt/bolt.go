@@ -55,6 +55,9 @@ type DB struct {
 	db     *bbolt.DB
 	path   string
 	commit *committer
+	// pruneFrom is the last stream PruneStreams looked at; only its own
+	// caller (one janitor goroutine) touches it.
+	pruneFrom []byte
 }
 
 // OpenDir opens (creating it and the directory if missing) the store in dir.
