@@ -34,6 +34,7 @@ Usage:
   imqtt user passwd NAME --password P [--data DIR]
   imqtt user list [--data DIR]
   imqtt user token NAME [--name N] [--data DIR]
+  imqtt backup FILE [--data DIR]
 
 An address of "off" disables that listener. Run "imqtt CMD --help" for a command's flags.
 `
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		return serve(args[1:], stderr, sig)
 	case "user":
 		return user(args[1:], stdout, stderr)
+	case "backup":
+		return backup(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
