@@ -152,6 +152,11 @@ func TopicMatch(filter, topic string) bool {
 // FilterSubset reports whether every topic that filter f can match is also
 // matched by filter o.
 func FilterSubset(f, o string) bool {
+	if dollarFirst(f) && wildFirst(o) {
+		// A wildcard first level does not match $ topics.
+		return false
+	}
+	first := true
 	for {
 		ol, orest, omore := strings.Cut(o, "/")
 		if ol == "#" {
@@ -160,7 +165,9 @@ func FilterSubset(f, o string) bool {
 		fl, frest, fmore := strings.Cut(f, "/")
 		switch {
 		case fl == "#":
-			return false
+			// "#" at the top matches topics of one level or more, as
+			// does "+/#"; further down it also matches the parent.
+			return first && ol == "+" && omore && orest == "#"
 		case ol == "+":
 		case fl == "+" || fl != ol:
 			return false
@@ -172,12 +179,18 @@ func FilterSubset(f, o string) bool {
 		if !omore {
 			return false
 		}
-		f, o = frest, orest
+		f, o, first = frest, orest, false
 	}
 }
 
+func wildFirst(f string) bool   { return strings.HasPrefix(f, "+") || strings.HasPrefix(f, "#") }
+func dollarFirst(f string) bool { return strings.HasPrefix(f, "$") }
+
 // FiltersOverlap reports whether some topic matches both filters.
 func FiltersOverlap(a, b string) bool {
+	if dollarFirst(a) && wildFirst(b) || dollarFirst(b) && wildFirst(a) {
+		return false
+	}
 	for {
 		al, arest, amore := strings.Cut(a, "/")
 		bl, brest, bmore := strings.Cut(b, "/")

@@ -106,35 +106,6 @@ func refOverlap(a, b string, names []string, depth int) bool {
 	return false
 }
 
-// knownDeviation reports whether a disagreement between topic.go and the
-// reference is one of the known, reported bugs of topic.go, so that the
-// tests and fuzzers stay green and keep hunting for new ones. Both are
-// conservative where the acl package uses them (open_topics never start with
-// '$' or a wildcard; an overlap too many only denies more):
-//
-//   - FilterSubset and FiltersOverlap ignore the '$' rule: a filter whose
-//     first level is '+' or '#' is taken to cover or meet a filter whose
-//     first level starts with '$' (FilterSubset("$SYS/x", "#") and
-//     FiltersOverlap("#", "$SYS/#") are true; MQTT says false).
-//   - FilterSubset("#", "+/#") is false, though "+/#" matches every topic "#"
-//     does ('#' matches the parent level).
-//
-// Delete it (and its callers' checks) once topic.go is fixed.
-func knownDeviation(op, a, b string, got bool) bool {
-	firstA, _, _ := strings.Cut(a, "/")
-	firstB, _, _ := strings.Cut(b, "/")
-	wild := func(l string) bool { return l == "+" || l == "#" }
-	dollarVsWild := strings.HasPrefix(firstA, "$") && wild(firstB) || strings.HasPrefix(firstB, "$") && wild(firstA)
-	switch op {
-	case "FilterSubset":
-		return got && strings.HasPrefix(firstA, "$") && wild(firstB) ||
-			!got && a == "#" && b == "+/#"
-	case "FiltersOverlap":
-		return got && dollarVsWild
-	}
-	return false
-}
-
 // fuzzFilterOK keeps fuzzed filters small enough for brute force.
 func fuzzFilterOK(f string) bool {
 	return imqtt.ValidFilter(f) && strings.Count(f, "/") < 3 && len(f) <= 64
@@ -181,7 +152,7 @@ func FuzzFilterSubset(f *testing.F) {
 		if !fuzzFilterOK(a) || !fuzzFilterOK(b) {
 			return
 		}
-		if want := refSubset(a, b, refAlphabet(a, b), refDepth(a, b)); got != want && !knownDeviation("FilterSubset", a, b, got) {
+		if want := refSubset(a, b, refAlphabet(a, b), refDepth(a, b)); got != want {
 			t.Errorf("FilterSubset(%q, %q) = %v, brute force says %v", a, b, got, want)
 		}
 	})
@@ -199,7 +170,7 @@ func FuzzFiltersOverlap(f *testing.F) {
 		if rev := imqtt.FiltersOverlap(b, a); rev != got {
 			t.Errorf("FiltersOverlap(%q, %q) = %v but reversed %v", a, b, got, rev)
 		}
-		if want := refOverlap(a, b, refAlphabet(a, b), refDepth(a, b)); got != want && !knownDeviation("FiltersOverlap", a, b, got) {
+		if want := refOverlap(a, b, refAlphabet(a, b), refDepth(a, b)); got != want {
 			t.Errorf("FiltersOverlap(%q, %q) = %v, brute force says %v", a, b, got, want)
 		}
 	})

@@ -347,8 +347,6 @@ func TestTopicMatchDoesNotAllocate(t *testing.T) {
 }
 
 func TestFilterSubset(t *testing.T) {
-	// Rows with a bug are known bugs of topic.go (see knownDeviation): they
-	// state the MQTT answer and skip while topic.go gives the other one.
 	tests := []struct {
 		f, o string
 		want bool
@@ -387,9 +385,7 @@ func TestFilterSubset(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.f+" in "+tt.o, func(t *testing.T) {
-			if got := imqtt.FilterSubset(tt.f, tt.o); got != tt.want && tt.bug {
-				t.Skipf("known bug: FilterSubset(%q, %q) = %v, MQTT says %v", tt.f, tt.o, got, tt.want)
-			} else if got != tt.want {
+			if got := imqtt.FilterSubset(tt.f, tt.o); got != tt.want {
 				t.Errorf("FilterSubset(%q, %q) = %v, want %v", tt.f, tt.o, got, tt.want)
 			}
 		})
@@ -397,7 +393,6 @@ func TestFilterSubset(t *testing.T) {
 }
 
 func TestFiltersOverlap(t *testing.T) {
-	// Rows with a bug: as in TestFilterSubset.
 	tests := []struct {
 		a, b string
 		want bool
@@ -425,9 +420,7 @@ func TestFiltersOverlap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.a+" & "+tt.b, func(t *testing.T) {
-			if got := imqtt.FiltersOverlap(tt.a, tt.b); got != tt.want && tt.bug {
-				t.Skipf("known bug: FiltersOverlap(%q, %q) = %v, MQTT says %v", tt.a, tt.b, got, tt.want)
-			} else if got != tt.want {
+			if got := imqtt.FiltersOverlap(tt.a, tt.b); got != tt.want {
 				t.Errorf("FiltersOverlap(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
 			}
 			if got := imqtt.FiltersOverlap(tt.b, tt.a); got != tt.want {
@@ -447,7 +440,7 @@ func TestFilterRelationsExhaustive(t *testing.T) {
 
 	// matches[i] is the set of topics filter i matches, by the reference.
 	matches := make([][]bool, len(filters))
-	mismatches, known := 0, 0
+	mismatches := 0
 	report := func(format string, args ...any) {
 		t.Helper()
 		mismatches++
@@ -476,20 +469,13 @@ func TestFilterRelationsExhaustive(t *testing.T) {
 					overlap = true
 				}
 			}
-			if got := imqtt.FilterSubset(f, o); got != subset && knownDeviation("FilterSubset", f, o, got) {
-				known++
-			} else if got != subset {
+			if got := imqtt.FilterSubset(f, o); got != subset {
 				report("FilterSubset(%q, %q) = %v, brute force says %v", f, o, got, subset)
 			}
-			if got := imqtt.FiltersOverlap(f, o); got != overlap && knownDeviation("FiltersOverlap", f, o, got) {
-				known++
-			} else if got != overlap {
+			if got := imqtt.FiltersOverlap(f, o); got != overlap {
 				report("FiltersOverlap(%q, %q) = %v, brute force says %v", f, o, got, overlap)
 			}
 		}
-	}
-	if known > 0 {
-		t.Logf("%d disagreements are known bugs of topic.go (see knownDeviation)", known)
 	}
 	if mismatches > 0 {
 		t.Errorf("%d mismatches in all (%d filters, %d topics)", mismatches, len(filters), len(topics))
