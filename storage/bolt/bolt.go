@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/imqtt/imqtt"
@@ -76,11 +77,15 @@ func Open(path string, o Options) (*DB, error) {
 	if timeout <= 0 {
 		timeout = defaultLockTimeout
 	}
-	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout, ReadOnly: o.ReadOnly})
+	if err := precheck(path); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	bdb, err := openBolt(path, &bbolt.Options{Timeout: timeout, ReadOnly: o.ReadOnly})
 	switch {
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("open store %s: %w", path, imqtt.ErrStoreLocked)
-	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch),
+		errors.Is(err, errPanicked), err != nil && strings.Contains(err.Error(), "file size too small"):
 		return nil, fmt.Errorf("open store %s: %w: %v", path, imqtt.ErrStoreCorrupt, err)
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -153,6 +158,19 @@ func (d *DB) init(readOnly bool) (err error) {
 		}
 		return nil
 	})
+}
+
+var errPanicked = errors.New("bbolt panicked reading the file")
+
+// openBolt is bbolt.Open with its panics on damaged files turned into
+// errors.
+func openBolt(path string, o *bbolt.Options) (db *bbolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
+	return bbolt.Open(path, 0o600, o)
 }
 
 // Close closes the file. Pending commits have finished when it returns.

@@ -251,10 +251,7 @@ func openChild(t *testing.T, path string) (result string, out []byte) {
 		}
 	}
 	if result == "" {
-		if knownCrash(out) {
-			t.Skipf("known bug: bolt.Open crashes on this file instead of returning ErrStoreCorrupt: %s", crashLine(out))
-		}
-		t.Fatalf("Open crashed:\n%s", firstLines(out, 30))
+		t.Fatalf("Open crashed (%s):\n%s", crashLine(out), firstLines(out, 30))
 	}
 	return result, out
 }
@@ -268,25 +265,8 @@ func openBroken(t *testing.T, path, want string) {
 	case strings.HasPrefix(result, "ok"):
 		t.Fatalf("Open succeeded (%s), want %s", result, want)
 	case !strings.Contains(result, want+"=true"):
-		if knownUnwrapped(result) {
-			t.Skipf("known bug: bolt.Open does not wrap ErrStoreCorrupt: %s", result)
-		}
 		t.Fatalf("Open: %s; want %s=true", result, want)
 	}
-}
-
-// knownCrash and knownUnwrapped recognise the reported bugs of bolt.Open on
-// truncated files (a panic, SIGBUS or SIGSEGV inside bbolt.Open, which reads
-// the freelist page past the end of the file; bbolt's "file size too small"
-// passed on without ErrStoreCorrupt), so the suite stays green until they
-// are fixed. Delete them then.
-func knownCrash(out []byte) bool {
-	crashed := bytes.Contains(out, []byte("unexpected fault address")) || bytes.Contains(out, []byte("panic: "))
-	return crashed && bytes.Contains(out, []byte("github.com/imqtt/imqtt/storage/bolt.Open("))
-}
-
-func knownUnwrapped(result string) bool {
-	return strings.Contains(result, "file size too small")
 }
 
 func crashLine(out []byte) string {
@@ -389,9 +369,6 @@ func TestOpenTruncated(t *testing.T) {
 					t.Errorf("truncated to %d of %d used bytes: Open succeeded with a damaged store (%.200s), want ErrStoreCorrupt", n, used, result)
 				}
 			case !strings.Contains(result, "corrupt=true"):
-				if knownUnwrapped(result) {
-					t.Skipf("known bug: bolt.Open does not wrap ErrStoreCorrupt: %s", result)
-				}
 				t.Errorf("truncated to %d of %d used bytes: %s; want ErrStoreCorrupt", n, used, result)
 			}
 		})
