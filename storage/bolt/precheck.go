@@ -28,7 +28,9 @@ func precheck(path string) error {
 		return err
 	}
 	if st.Size() == 0 {
-		return nil // bbolt initialises an empty file
+		// bbolt would make a new store of it; a store cut to nothing must
+		// not come back silently empty.
+		return fmt.Errorf("%w: file is empty (remove it to start a new store)", imqtt.ErrStoreCorrupt)
 	}
 	const metaOff, metaLen = 16, 64
 	read := func(off int64) (pageSize uint32, pgid, txid uint64, ok bool) {
