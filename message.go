@@ -63,6 +63,11 @@ func DecodeMessage(b []byte, max int) (Incoming, error) {
 		}
 		m.Type = *in.Type
 	}
+	if !utf8.Valid(in.Body) {
+		// encoding/json passes invalid UTF-8 inside strings through raw; the
+		// stored message must be valid JSON for every client.
+		return m, Errorf(CodeBadRequest, "body: invalid UTF-8")
+	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, in.Body); err != nil {
 		return m, Errorf(CodeBadRequest, "body: %s", jsonErr(err))

@@ -3,7 +3,6 @@ package imqtt_test
 import (
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -142,7 +141,6 @@ func TestMessageEncode(t *testing.T) {
 // stored and delivered message would then not be JSON (RFC 8259 requires
 // UTF-8). It must be refused or repaired.
 func TestDecodeMessageInvalidUTF8Body(t *testing.T) {
-	knownBugSkip(t, "message.go DecodeMessage keeps invalid UTF-8 inside the body verbatim")
 	m, err := imqtt.DecodeMessage([]byte("{\"id\":\"m1\",\"body\":\"a\xffb\"}"), 1024)
 	if err != nil {
 		if imqtt.ErrorCode(err) != imqtt.CodeBadRequest || m.ID != "m1" {
@@ -152,14 +150,5 @@ func TestDecodeMessageInvalidUTF8Body(t *testing.T) {
 	}
 	if !utf8.Valid(m.Body) {
 		t.Fatalf("accepted body %q is not UTF-8", m.Body)
-	}
-}
-
-// knownBugSkip skips a test that fails because of a reported bug in
-// non-test code; IMQTT_KNOWN_BUGS=1 runs it, to see whether it is fixed.
-func knownBugSkip(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("IMQTT_KNOWN_BUGS") == "" {
-		t.Skip("known bug: " + what)
 	}
 }

@@ -91,5 +91,8 @@ func SeesPresence(g Graph, watcher, user string) (bool, error) {
 		return false, err
 	}
 	blocked, err := Blocked(g, watcher, user)
-	return !blocked, err
+	if err != nil {
+		return false, err
+	}
+	return !blocked, nil
 }

@@ -2,7 +2,6 @@ package acl_test
 
 import (
 	"errors"
-	"os"
 	"testing"
 
 	"github.com/imqtt/imqtt"
@@ -239,21 +238,11 @@ func TestChainPartialStoreErrors(t *testing.T) {
 		t.Errorf("SeesPresence with Blocks failing: err = %v; want the store error", err)
 	}
 	t.Run("SeesPresence fails closed", func(t *testing.T) {
-		chainKnownBug(t, "acl/chain.go SeesPresence returns true with the error when the block lookup fails")
 		g := &failAfter{fakeGraph: world(), blocksErr: boom, failBlockCall: 1}
 		if ok, _ := acl.SeesPresence(g, "alice", "bob"); ok {
 			t.Errorf("SeesPresence with Blocks failing = true; want false (a caller that drops the error must not leak presence)")
 		}
 	})
-}
-
-// chainKnownBug skips a test that fails because of a reported bug in
-// non-test code; IMQTT_KNOWN_BUGS=1 runs it, to see whether it is fixed.
-func chainKnownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("IMQTT_KNOWN_BUGS") == "" {
-		t.Skip("known bug: " + what)
-	}
 }
 
 // CanDM runs on every DM publish: it must not allocate, neither when it

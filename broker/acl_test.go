@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -288,7 +287,7 @@ func TestChainDMRefusals(t *testing.T) {
 		{"truncated", "bob", 1, `{"id":"tr","body":"hi`, "bad_request", "", 0x99},
 		{"binary", "bob", 1, "\x00\xff\xfe\x01", "bad_request", "", 0x99},
 		{"over max_payload", "bob", 1, big, "too_large", "", 0x99},
-		{"invalid peer id", "Bob", 1, `{"id":"p1","body":"hi"}`, "not_allowed", "", 0x87},
+		{"invalid peer id", "Bob", 1, `{"id":"p1","body":"hi"}`, "not_allowed", "p1", 0x87},
 		{"not friends at QoS 0", "carol", 0, `{"id":"q0","body":"hi"}`, "not_friends", "q0", 0x87},
 		{"bad payload at QoS 0", "bob", 0, `{"id":"q0b"}`, "bad_request", "q0b", 0x99},
 		{"not friends at QoS 2", "carol", 2, `{"id":"q2","body":"hi"}`, "not_friends", "q2", 0x87},
@@ -398,7 +397,6 @@ func TestChainRetainIgnoredOnIM(t *testing.T) {
 // topic: acknowledged, with not_allowed on res. mochi drops it before any
 // hook runs (IsValidFilter in processPublish), without an acknowledgement.
 func TestChainSysPublishAcknowledged(t *testing.T) {
-	chainKnownBug(t, "a QoS 1 publish to $SYS/x gets no PUBACK and no error on res (mochi server.go processPublish returns before OnPublish)")
 	for _, v5 := range []bool{false, true} {
 		t.Run(protoName(v5), func(t *testing.T) {
 			b := chainStart(t, nil, "mallory")
@@ -415,7 +413,6 @@ func TestChainSysPublishAcknowledged(t *testing.T) {
 // broker must not count it against the client's receive maximum, or the
 // 257th refusal disconnects a well-behaved client.
 func TestChainRefusedQoS2DoesNotExhaustReceiveMaximum(t *testing.T) {
-	chainKnownBug(t, "after 256 refused QoS 2 publishes (PUBREC >= 0x80) an MQTT 5 client is disconnected with 0x93: mochi keeps each PUBREC inflight")
 	b := chainStart(t, nil, "alice")
 	alice := chainConnect(t, b, "alice", true)
 	for i := 1; i <= 300; i++ {
@@ -430,7 +427,6 @@ func TestChainRefusedQoS2DoesNotExhaustReceiveMaximum(t *testing.T) {
 // A publish to a forbidden topic whose payload holds a valid message id
 // gets the id echoed, as PROTOCOL.md section 3 says for every refusal.
 func TestChainTopicRefusalEchoesID(t *testing.T) {
-	chainKnownBug(t, "hooks/hook.go OnPublish refuses forbidden topics with refuseMessage(cl, pk, \"\", err): the payload's id is not echoed")
 	b := chainStart(t, nil, "mallory")
 	mallory := chainConnect(t, b, "mallory", true)
 	mallory.refusedPublish("im/u/bob/dm/alice", 1, `{"id":"x1","body":"hi"}`, "not_allowed", "x1", 0x87)
@@ -449,13 +445,4 @@ func TestChainRefusalsKeepConnection(t *testing.T) {
 	}
 	chainBefriend(t, alice, bob)
 	chainSendDM(t, alice, bob, "still-here", 1)
-}
-
-// chainKnownBug skips a test that fails because of a reported bug in
-// non-test code; IMQTT_KNOWN_BUGS=1 runs it, to see whether it is fixed.
-func chainKnownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("IMQTT_KNOWN_BUGS") == "" {
-		t.Skip("known bug: " + what)
-	}
 }

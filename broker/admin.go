@@ -354,7 +354,7 @@ func (b *Broker) adminRemoveUser(w http.ResponseWriter, r *http.Request, c *admi
 	if !ok {
 		return
 	}
-	err := b.db.DeleteUser(id)
+	err := b.chat.RemoveUser(id)
 	switch {
 	case errors.Is(err, imqtt.ErrNoSuchUser):
 		c.fail(w, http.StatusNotFound, "no such user "+id)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 
 	"github.com/imqtt/imqtt/acl"
@@ -32,6 +33,7 @@ type Broker struct {
 	hook   *hooks.Hook
 	chat   *chat.Service
 	guard  *guard
+	obs    *observer
 
 	mu      sync.Mutex
 	addrs   map[string]string
@@ -81,6 +83,8 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, log: log, db: db, addrs: map[string]string{}}
+	b.obs = newObserver(b.Stats, log)
+	db.ObserveCommits(b.obs.commitDone)
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + packetOverhead)
@@ -111,6 +115,7 @@ func New(cfg Config) (*Broker, error) {
 		Streams:           db,
 		BacklogMaxEntries: cfg.Backlog.MaxEntries,
 		BacklogMaxAge:     cfg.Backlog.MaxAge,
+		Observer:          b.obs,
 		Limits: hooks.Limits{
 			MessagesPerSecond:      cfg.Limits.MessagesPerSecond,
 			RequestsPerSecond:      cfg.Limits.RequestsPerSecond,
@@ -143,6 +148,17 @@ func (b *Broker) recovered(conn net.Conn, r any) {
 		if cur, ok := b.server.Clients.Get(cl.ID); ok && cur == cl {
 			b.server.UnsubscribeClient(cl)
 			b.server.Clients.Delete(cl.ID)
+		}
+	}
+}
+
+// closeListenerClients disconnects a listener's clients at shutdown. It
+// takes mochi's clients lock once (GetAll), unlike mochi's own, which can
+// deadlock (mochi #488).
+func (b *Broker) closeListenerClients(id string) {
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
 		}
 	}
 }
@@ -211,13 +227,14 @@ func (b *Broker) Start() error {
 		bound = append(bound, httpLn)
 	}
 	if mqttLn != nil {
-		if err := b.server.AddListener(&tcpListener{id: "mqtt", ln: mqttLn, guard: b.guard}); err != nil {
+		if err := b.server.AddListener(&tcpListener{id: "mqtt", ln: mqttLn, guard: b.guard, closeClients: b.closeListenerClients}); err != nil {
 			return fail(err)
 		}
 		b.addrs["mqtt"] = mqttLn.Addr().String()
 	}
 	if wsLn != nil {
-		if err := b.server.AddListener(&wsListener{id: "ws", ln: wsLn, guard: b.guard, maxSz: int64(b.cfg.MaxPayload + packetOverhead)}); err != nil {
+		if err := b.server.AddListener(&wsListener{id: "ws", ln: wsLn, guard: b.guard, maxSz: int64(b.cfg.MaxPayload + packetOverhead),
+			closeClients: b.closeListenerClients}); err != nil {
 			return fail(err)
 		}
 		b.addrs["ws"] = wsLn.Addr().String()
@@ -288,5 +305,6 @@ func (b *Broker) httpHandler() http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	b.registerAdmin(mux)
+	b.registerStats(mux)
 	return mux
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -118,6 +120,18 @@ func LoadConfigFile(path string) (Config, error) {
 // ParseConfig reads YAML over the defaults and validates the result.
 func ParseConfig(b []byte) (Config, error) {
 	c := Default()
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(doc.Content) > 0 {
+		// Check every key and value against Config's types first: yaml's
+		// own errors name a line, not the key, and it truncates 1.5 into
+		// an int without a word.
+		if err := checkNode(doc.Content[0], reflect.TypeOf(c), ""); err != nil {
+			return Config{}, err
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
@@ -217,4 +231,92 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// checkNode checks a YAML node against the Go type it will be decoded into
+// and names the key (path) of the first mismatch or unknown key.
+func checkNode(n *yaml.Node, t reflect.Type, path string) error {
+	key := path
+	if key == "" {
+		key = "configuration"
+	}
+	if n.Kind == yaml.AliasNode {
+		return fmt.Errorf("%s: YAML aliases are not supported", key)
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // an empty value keeps the default
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			return fmt.Errorf("%s: must be a duration such as 10s or 720h", key)
+		}
+		if _, err := time.ParseDuration(n.Value); err != nil {
+			return fmt.Errorf("%s: %q is not a duration such as 10s or 720h", key, n.Value)
+		}
+		return nil
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s: must be a mapping of keys", key)
+		}
+		fields := map[string]reflect.StructField{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			sub := k
+			if path != "" {
+				sub = path + "." + k
+			}
+			f, ok := fields[k]
+			if !ok {
+				return fmt.Errorf("%s: unknown key", sub)
+			}
+			if err := checkNode(n.Content[i+1], f.Type, sub); err != nil {
+				return err
+			}
+		}
+		return nil
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return fmt.Errorf("%s: must be a list", key)
+		}
+		for i, e := range n.Content {
+			if err := checkNode(e, t.Elem(), fmt.Sprintf("%s[%d]", key, i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: must be a single value", key)
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return nil
+	case reflect.Bool:
+		if n.Tag != "!!bool" {
+			return fmt.Errorf("%s: %q must be true or false", key, n.Value)
+		}
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		if _, err := strconv.ParseInt(n.Value, 0, t.Bits()); n.Tag != "!!int" || err != nil {
+			return fmt.Errorf("%s: %q must be a whole number", key, n.Value)
+		}
+	case reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uint:
+		if _, err := strconv.ParseUint(n.Value, 0, t.Bits()); n.Tag != "!!int" || err != nil {
+			return fmt.Errorf("%s: %q must be a whole number from 0 to %d", key, n.Value, uint64(1)<<t.Bits()-1)
+		}
+	case reflect.Float64:
+		if n.Tag != "!!int" && n.Tag != "!!float" {
+			return fmt.Errorf("%s: %q must be a number", key, n.Value)
+		}
+	}
+	return nil
 }

@@ -803,7 +803,7 @@ func BenchmarkOfflineDrain(b *testing.B) {
 			for i := range n {
 				ts := time.Now().UnixMilli()
 				m := imqtt.Message{Conv: conv, ID: fmt.Sprintf("m%d", done+i), From: "alice", TS: ts, Type: "text", Body: []byte(`"a message of ordinary length, some sixty bytes of text"`)}
-				seq, err := tx.AppendMessage(conv, "alice", m.ID, func(seq uint64) []byte { m.Seq = seq; return m.Encode() })
+				seq, err := tx.AppendMessage(conv, "alice", m.ID, ts, func(seq uint64) []byte { m.Seq = seq; return m.Encode() })
 				if err != nil {
 					return err
 				}

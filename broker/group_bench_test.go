@@ -192,7 +192,7 @@ func imSeedDM(b *testing.B, br *brokertest.B, n int) {
 		err := br.Store().Update(func(tx storage.Tx) error {
 			for i := range batch {
 				m := imqtt.Message{Conv: conv, ID: fmt.Sprintf("m%d", done+i), From: "alice", TS: time.Now().UnixMilli(), Type: "text", Body: body}
-				if _, err := tx.AppendMessage(conv, "alice", m.ID, func(seq uint64) []byte {
+				if _, err := tx.AppendMessage(conv, "alice", m.ID, m.TS, func(seq uint64) []byte {
 					m.Seq = seq
 					return m.Encode()
 				}); err != nil {

@@ -53,7 +53,10 @@ type tcpListener struct {
 	ln    net.Listener
 	guard *guard
 	end   atomic.Bool
-	wg    sync.WaitGroup
+	// closeClients replaces mochi's, whose Clients.GetByListener takes its
+	// read lock twice and can deadlock against a leaving client (mochi
+	// #488).
+	closeClients func(id string)
 }
 
 func (l *tcpListener) ID() string              { return l.id }
@@ -79,10 +82,10 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+func (l *tcpListener) Close(listeners.CloseFn) {
 	if l.end.CompareAndSwap(false, true) {
 		_ = l.ln.Close()
-		closeClients(l.id)
+		l.closeClients(l.id)
 	}
 }
 
@@ -95,6 +98,8 @@ type wsListener struct {
 	end       atomic.Bool
 	maxSz     int64
 	establish atomic.Pointer[listeners.EstablishFn]
+	// closeClients: see tcpListener.
+	closeClients func(id string)
 }
 
 func (l *wsListener) ID() string       { return l.id }
@@ -133,9 +138,9 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	_ = l.srv.Serve(l.ln)
 }
 
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+func (l *wsListener) Close(listeners.CloseFn) {
 	if l.end.CompareAndSwap(false, true) {
-		closeClients(l.id)
+		l.closeClients(l.id)
 		{
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()

@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -317,11 +316,6 @@ func TestTyping(t *testing.T) {
 // last one offline.
 func TestPresenceFlapOrder(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("IMQTT_BUGS") == "" {
-		t.Skip("BUG: hooks/hook.go (*Hook).presence sends each change from its own goroutine, so quick changes reach friends out of order " +
-			"(every run of this test sees some, and about one in four ends with online:true for a user who is offline); " +
-			"remove this skip with the fix; IMQTT_BUGS=1 runs it")
-	}
 	b := imStart(t, nil)
 	b.Users("alice", "bob")
 	imFriends(t, b, "alice", "bob")

@@ -146,11 +146,14 @@ func (s *Service) send(me string, conv imqtt.ConvID, payload []byte, members fun
 	if id == "" {
 		id = imqtt.NewMessageID()
 	}
-	m := imqtt.Message{Conv: conv, ID: id, From: me, TS: s.now(), Type: in.Type, Body: in.Body}
+	m := imqtt.Message{Conv: conv, ID: id, From: me, Type: in.Type, Body: in.Body}
 	var res Result
 	var notify []string
 	err = s.o.Store.Update(func(tx storage.Tx) error {
 		res, notify = Result{Conv: conv, ID: id}, nil
+		// Stamped inside the commit, which runs functions one after
+		// another: later seqs never carry earlier times.
+		m.TS = s.now()
 		users, err := members(tx)
 		if err != nil {
 			return err
@@ -165,7 +168,7 @@ func (s *Service) send(me string, conv imqtt.ConvID, payload []byte, members fun
 				return nil
 			}
 		}
-		seq, err := tx.AppendMessage(conv, me, in.ID, func(seq uint64) []byte {
+		seq, err := tx.AppendMessage(conv, me, in.ID, m.TS, func(seq uint64) []byte {
 			mm := m
 			mm.Seq = seq
 			return mm.Encode()

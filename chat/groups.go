@@ -135,9 +135,6 @@ func (s *Service) groupCreate(c Caller, r *imqtt.Request) (any, error) {
 		}
 		name = *r.Name
 	}
-	if len(r.Members)+1 > s.o.MaxGroupMembers {
-		return nil, imqtt.Errorf(imqtt.CodeBadRequest, "a group has at most %d members", s.o.MaxGroupMembers)
-	}
 	ts := s.now()
 	var notify []string
 	var gid string
@@ -162,6 +159,9 @@ func (s *Service) groupCreate(c Caller, r *imqtt.Request) (any, error) {
 		users, err := newcomers(tx, c.User, r.Members, nil)
 		if err != nil {
 			return err
+		}
+		if len(users)+1 > s.o.MaxGroupMembers {
+			return imqtt.Errorf(imqtt.CodeBadRequest, "a group has at most %d members", s.o.MaxGroupMembers)
 		}
 		gname := name
 		if gname == "" {

@@ -329,8 +329,7 @@ func TestGroupCreateCap(t *testing.T) {
 	// Three distinct members, however they are named.
 	r := f.call(t, "alice", "group.create", map[string]any{"group": "dups", "members": []string{"bob", "bob", "alice", "carol"}})
 	if r["ok"] != true {
-		t.Skipf("BUG: chat/groups.go groupCreate checks len(members)+1 against max_group_members before dropping duplicates and the "+
-			"caller, so a group of 3 distinct members is refused under a cap of 3: %v", r)
+		t.Fatalf("a group of 3 distinct members named with duplicates is refused under a cap of 3: %v", r)
 	}
 	if d := f.ok(t, "bob", "group.info", map[string]any{"group": "dups"}); !slices.Equal(grpStrings(d["members"]), []string{"alice", "bob", "carol"}) {
 		t.Fatalf("members: %v", d)

@@ -283,16 +283,26 @@ func (d *device) track(pk *packets.Packet, pos uint64) bool {
 		d.running = false
 		return false
 	}
-	id, err := d.cl.NextPacketID()
-	if err != nil {
-		d.running = false
-		return false
+	// mochi drops its inflight record of an id when the client publishes
+	// with the same id (the directions share nothing in MQTT, mochi's map
+	// does), so after a wrap of ids NextPacketID may offer one still
+	// outstanding here: skip those.
+	for tries := 0; ; tries++ {
+		id, err := d.cl.NextPacketID()
+		if err != nil || tries > len(d.inflight) {
+			d.running = false
+			return false
+		}
+		if _, busy := d.inflight[uint16(id)]; !busy {
+			pk.PacketID = uint16(id)
+			break
+		}
 	}
-	pk.PacketID = uint16(id)
+	// The window, not mochi's send quota, paces deliveries: the quota is
+	// left alone so that mochi's own accounting cannot drift.
 	if d.cl.State.Inflight.Set(*pk) {
 		atomic.AddInt64(&d.h.o.Server.Info.Inflight, 1)
 	}
-	d.cl.State.Inflight.DecreaseSendQuota()
 	d.inflight[pk.PacketID] = pos
 	d.queue = append(d.queue, sent{pos: pos})
 	d.next = pos

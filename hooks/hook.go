@@ -103,6 +103,9 @@ type session struct {
 	token string
 	// ok is set once the connection is authenticated.
 	ok atomic.Bool
+	// hash is the password hash the connection was checked against, to
+	// notice a password change or removal during the check.
+	hash []byte
 	// refusal is set when CONNECT was refused and read when the CONNACK is
 	// encoded.
 	refusal refusal
@@ -140,10 +143,11 @@ type Hook struct {
 	msgLimit *rateLimiter
 	reqLimit *rateLimiter
 
-	stop     chan struct{}
-	stopped  chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup // presence goroutines
+	stop         chan struct{}
+	stopped      chan struct{}
+	stopOnce     sync.Once
+	presenceQ    chan string
+	presenceDone chan struct{}
 }
 
 // New returns the hook. SetChat must be called before the server serves.
@@ -157,7 +161,10 @@ func New(o Options) *Hook {
 	h := &Hook{o: o, log: o.Log, devices: map[string]map[*device]struct{}{}, dirty: map[string]uint64{},
 		stop: make(chan struct{}), stopped: make(chan struct{}),
 		msgLimit: newRateLimiter(o.Limits.MessagesPerSecond), reqLimit: newRateLimiter(o.Limits.RequestsPerSecond)}
+	h.presenceQ = make(chan string, 1024)
+	h.presenceDone = make(chan struct{})
 	go h.cursorFlusher(h.stop, h.stopped)
+	go h.presenceWorker()
 	return h
 }
 
@@ -170,7 +177,7 @@ func (h *Hook) SetChat(c Chat) { h.chat = c }
 func (h *Hook) Stop() error {
 	h.stopOnce.Do(func() { close(h.stop) })
 	<-h.stopped
-	h.wg.Wait()
+	<-h.presenceDone
 	return nil
 }
 
@@ -184,7 +191,7 @@ func (h *Hook) Provides(b byte) bool {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe,
 		mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketSent,
-		mqtt.OnQosComplete, mqtt.OnQosDropped:
+		mqtt.OnPacketRead, mqtt.OnQosDropped:
 		return true
 	}
 	return false
@@ -218,13 +225,13 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.o.Topics.Conformance() {
 		// Anonymous clients and any client id; credentials that are given
 		// still decide the role ($SYS for operators).
-		if role, _, ok := h.authenticate(user, string(pk.Connect.Password)); ok {
+		if role, _, _, ok := h.authenticate(user, string(pk.Connect.Password)); ok {
 			s.role = role
 		}
 		s.ok.Store(true)
 		return true
 	}
-	role, token, ok := h.authenticate(user, string(pk.Connect.Password))
+	role, token, hash, ok := h.authenticate(user, string(pk.Connect.Password))
 	if !ok {
 		s.refusal = refuseCredentials
 		h.o.Observer.ConnectRefused("credentials")
@@ -233,6 +240,7 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	}
 	s.role = role
 	s.token = token
+	s.hash = hash
 	owner, err := h.o.Store.BindDevice(cl.ID, user)
 	if err != nil {
 		s.refusal = refuseBusy
@@ -263,31 +271,48 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 }
 
 // authenticate checks a password or a device token, and returns the user's
-// role and the token id used ("" for a password).
-func (h *Hook) authenticate(user, password string) (imqtt.Role, string, bool) {
+// role, the token id used ("" for a password) and the password hash it was
+// checked against.
+func (h *Hook) authenticate(user, password string) (imqtt.Role, string, []byte, bool) {
 	if !imqtt.ValidID(user) || password == "" {
-		return "", "", false
+		return "", "", nil, false
 	}
 	if id, secret, err := auth.ParseToken(password); err == nil {
 		t, err := h.o.Store.Token(id)
 		if err != nil || t.User != user || !auth.CheckTokenSecret(t.Hash, secret) {
-			return "", "", false
+			return "", "", nil, false
 		}
 		u, err := h.o.Store.User(user)
 		if err != nil {
-			return "", "", false
+			return "", "", nil, false
 		}
-		return u.Role, id, true
+		return u.Role, id, u.Hash, true
 	}
 	u, err := h.o.Store.User(user)
 	if err != nil {
 		auth.CheckPassword(nil, password)
-		return "", "", false
+		return "", "", nil, false
 	}
 	if !auth.CheckPassword(u.Hash, password) {
-		return "", "", false
+		return "", "", nil, false
 	}
-	return u.Role, "", true
+	return u.Role, "", u.Hash, true
+}
+
+// stillValid re-reads what a connection authenticated with: a user removed,
+// a password changed or a token revoked while the (slow) check ran must not
+// leave a connection behind that Disconnect missed.
+func (h *Hook) stillValid(s *session) bool {
+	u, err := h.o.Store.User(s.user)
+	if err != nil || string(u.Hash) != string(s.hash) {
+		return false
+	}
+	if s.token != "" {
+		if _, err := h.o.Store.Token(s.token); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Disconnect ends every connection of user, or only those that
@@ -352,6 +377,11 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 
 // OnSessionEstablished starts delivery and logs the connection.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if s := h.session(cl); s != nil && !h.o.Topics.Conformance() && !h.stillValid(s) {
+		h.log.Info().Str("user", s.user).Str("client", cl.ID).Msg("credentials changed during connect; disconnecting")
+		_ = h.o.Server.DisconnectClient(cl, packets.ErrNotAuthorized)
+		return
+	}
 	if s := h.session(cl); s != nil && !h.o.Topics.Conformance() {
 		d := h.newDevice(cl, s.user)
 		h.devMu.Lock()
@@ -365,7 +395,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		first := len(m) == 1 && !s.takeover
 		h.devMu.Unlock()
 		if first {
-			h.presence(s.user, true)
+			h.presence(s.user)
 		}
 		// A resumed session brings its subscriptions along.
 		d.setSubs()
@@ -391,7 +421,7 @@ func (h *Hook) ClientGone(cl *mqtt.Client, err error) {
 	dev := v.(*session).dev
 	h.devMu.Unlock()
 	if dev != nil && h.dropDevice(dev) {
-		h.presence(dev.user, false)
+		h.presence(dev.user)
 	}
 	ev := h.log.Info().Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Str("remote", cl.Net.Remote)
 	if cl.IsTakenOver() {
@@ -422,20 +452,45 @@ func (h *Hook) dropDevice(d *device) (last bool) {
 	return false
 }
 
-// presence tells the user's friends it came online or went away. It runs
+// presence queues a check of user's presence for the presence worker,
 // apart from the connection's goroutine: a connect or disconnect must not
 // wait on other clients' sockets.
-func (h *Hook) presence(user string, online bool) {
+func (h *Hook) presence(user string) {
 	if h.chat == nil {
 		return
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		if err := h.chat.PresenceChanged(user, online); err != nil {
-			h.log.Error().Err(err).Str("user", user).Msg("presence update failed")
+	select {
+	case h.presenceQ <- user:
+	case <-h.stop:
+	}
+}
+
+// presenceWorker tells friends about presence changes, one at a time and
+// in order. It sends a user's state as it is when the change is processed,
+// and only when it differs from what it last sent: a device that flaps
+// fast cannot leave friends with a stale "online".
+func (h *Hook) presenceWorker() {
+	defer close(h.presenceDone)
+	sent := map[string]bool{} // users last announced online
+	for {
+		select {
+		case <-h.stop:
+			return
+		case user := <-h.presenceQ:
+			online := h.Online(user)
+			if sent[user] == online {
+				continue
+			}
+			if online {
+				sent[user] = true
+			} else {
+				delete(sent, user)
+			}
+			if err := h.chat.PresenceChanged(user, online); err != nil {
+				h.log.Error().Err(err).Str("user", user).Msg("presence update failed")
+			}
 		}
-	}()
+	}
 }
 
 // device returns the delivering device of a client, or nil.
@@ -530,11 +585,28 @@ func (h *Hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 	}
 }
 
-// OnQosComplete folds a PUBACK into the device's cursor.
-func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if d := h.device(cl); d != nil {
-		d.ack(pk.PacketID)
+// refusedTopicMarker prefixes a publish topic starting with "$": mochi
+// drops those before any hook runs, without an acknowledgement, so
+// OnPacketRead renames them for OnPublish to refuse properly.
+const refusedTopicMarker = "imqtt-refused-topic/"
+
+// OnPacketRead sees every packet a client sends, before mochi acts on it.
+// A PUBACK from the client acknowledges one of our deliveries: it is taken
+// here, on the read path, because OnQosComplete also fires for the
+// acknowledgements mochi sends for the client's own publishes, whose packet
+// ids are another number space.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		if d := h.device(cl); d != nil {
+			d.ack(pk.PacketID)
+		}
+	case packets.Publish:
+		if strings.HasPrefix(pk.TopicName, "$") {
+			pk.TopicName = refusedTopicMarker + pk.TopicName
+		}
 	}
+	return pk, nil
 }
 
 // OnQosDropped: mochi dropped an inflight packet (expiry, a PUBREC error).
@@ -574,6 +646,9 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // store, so mochi neither queues nor retains them.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	user := string(cl.Properties.Username)
+	if t, ok := strings.CutPrefix(pk.TopicName, refusedTopicMarker); ok {
+		return pk, h.refuseMessage(cl, pk, h.payloadID(pk.Payload), imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", t))
+	}
 	kind, target := imqtt.ParsePublishTopic(pk.TopicName)
 	if h.o.Topics.Conformance() {
 		// Plain MQTT for test suites: no IM rules, deny_topics still hold.
@@ -608,7 +683,14 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 	err := imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", pk.TopicName)
-	return pk, h.refuseMessage(cl, pk, "", err)
+	return pk, h.refuseMessage(cl, pk, h.payloadID(pk.Payload), err)
+}
+
+// payloadID returns the id of a message payload, if it has a valid one, for
+// echoing in an error.
+func (h *Hook) payloadID(payload []byte) string {
+	in, _ := imqtt.DecodeMessage(payload, len(payload))
+	return in.ID
 }
 
 // request carries out a request and answers the device that made it.
@@ -685,6 +767,15 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 		if s := h.session(cl); s != nil && s.ackPID.Load() == uint32(pk.PacketID) && s.ackCode.Load() != 0 {
 			pk.ReasonCode = byte(s.ackCode.Swap(0))
 			s.ackPID.Store(0)
+			if pk.FixedHeader.Type == packets.Pubrec {
+				// A PUBREC with an error code ends the QoS 2 exchange: no
+				// PUBREL follows, so mochi's inflight entry and receive
+				// quota for it must be given back here.
+				if cl.State.Inflight.Delete(pk.PacketID) {
+					atomic.AddInt64(&h.o.Server.Info.Inflight, -1)
+				}
+				cl.State.Inflight.IncreaseReceiveQuota()
+			}
 			return pk
 		}
 		if pk.ReasonCode == packets.CodeGrantedQos1.Code {

@@ -100,6 +100,10 @@ type Entry struct {
 // Reads return errors only for a damaged store.
 type Tx interface {
 	UserExists(id string) (bool, error)
+	// DeleteUser removes a user and everything keyed by it: device
+	// bindings, cursors, tokens, friendships, requests and blocks both ways,
+	// conversation states and its delivery stream. ErrNoSuchUser if unknown.
+	DeleteUser(id string) error
 
 	AreFriends(a, b string) (bool, error)
 	// SetFriends makes a and b friends since ts.
@@ -125,14 +129,17 @@ type Tx interface {
 	// stream position.
 	AppendEvent(user string, ts int64, payload []byte) (uint64, error)
 	// AppendMessage assigns conv's next seq, stores build(seq) as the
-	// message and, when id is not "", remembers (conv, sender, id) -> seq for
-	// idempotent retries.
-	AppendMessage(conv imqtt.ConvID, sender, id string, build func(seq uint64) []byte) (uint64, error)
+	// message accepted at ts (Unix ms) and, when id is not "", remembers
+	// (conv, sender, id) -> seq for idempotent retries.
+	AppendMessage(conv imqtt.ConvID, sender, id string, ts int64, build func(seq uint64) []byte) (uint64, error)
 	// MessageByID returns the seq and payload of the message sender sent in
 	// conv with id, if there is one.
 	MessageByID(conv imqtt.ConvID, sender, id string) (seq uint64, payload []byte, ok bool, err error)
-	// AppendMessageRef appends a reference to message (conv, seq) to user's
-	// stream.
+	// AppendMessageRef appends a reference to message (conv, seq), accepted
+	// at ts, to user's stream. A reference finds its message only if the
+	// message's ts is still ts: a group deleted and created again under the
+	// same id starts at seq 1, and old references must not reach the new
+	// group's messages.
 	AppendMessageRef(user string, ts int64, conv imqtt.ConvID, seq uint64) (uint64, error)
 	// LastSeq returns conv's last seq (0 if it has no messages).
 	LastSeq(conv imqtt.ConvID) (uint64, error)

@@ -260,7 +260,18 @@ func (c *Client) Subscribe(filter string, qos byte) (byte, error) {
 		if err := tok.Error(); err != nil {
 			return 0, err
 		}
-		return tok.(*mqtt3.SubscribeToken).Result()[filter], nil
+		res := tok.(*mqtt3.SubscribeToken).Result()
+		if code, ok := res[filter]; ok {
+			return code, nil
+		}
+		// Paho files a shared subscription's code under the filter
+		// without its "$share/{group}/" prefix.
+		if inner, shared := imqtt.SplitShared(filter); shared {
+			if code, ok := res[inner]; ok {
+				return code, nil
+			}
+		}
+		return 0, fmt.Errorf("no SUBACK code for %q in %v", filter, res)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()

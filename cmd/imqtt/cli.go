@@ -13,6 +13,7 @@ import (
 	"github.com/imqtt/imqtt"
 	"github.com/imqtt/imqtt/auth"
 	"github.com/imqtt/imqtt/broker"
+	"github.com/imqtt/imqtt/chat"
 	"github.com/imqtt/imqtt/storage"
 	"github.com/imqtt/imqtt/storage/bolt"
 )
@@ -35,6 +36,7 @@ Usage:
   imqtt user list [--data DIR]
   imqtt user token NAME [--name N] [--data DIR]
   imqtt backup FILE [--data DIR]
+  imqtt stats [--http ADDR] [--user OPERATOR --password P]
 
 An address of "off" disables that listener. Run "imqtt CMD --help" for a command's flags.
 `
@@ -51,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		return user(args[1:], stdout, stderr)
 	case "backup":
 		return backup(args[1:], stdout, stderr)
+	case "stats":
+		return stats(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -264,7 +268,8 @@ func user(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "user %s added (role %s)\n", id, r)
 	case "remove":
-		if err := db.DeleteUser(id); err != nil {
+		svc := chat.New(chat.Options{Store: db, Notifier: chat.Offline})
+		if err := svc.RemoveUser(id); err != nil {
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "user %s removed\n", id)

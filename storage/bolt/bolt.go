@@ -318,57 +318,11 @@ func (d *DB) SetPasswordHash(id string, hash []byte) error {
 	return nil
 }
 
-// DeleteUser implements storage.Users.
+// DeleteUser implements storage.Users: see Tx.DeleteUser. It sends no
+// events and leaves group memberships alone; chat.Service.RemoveUser does the
+// whole removal of PROTOCOL.md section 7.
 func (d *DB) DeleteUser(id string) error {
-	err := d.db.Update(func(tx *bbolt.Tx) error {
-		if _, ok, err := getUser(tx, id); err != nil || !ok {
-			if err == nil {
-				err = imqtt.ErrNoSuchUser
-			}
-			return err
-		}
-		if err := tx.Bucket(bucketUsers).Delete([]byte(id)); err != nil {
-			return err
-		}
-		// Device bindings: the client ids become free for anyone.
-		ud := tx.Bucket(bucketUserDevices)
-		prefix := pairKey(id, "")
-		var keys [][]byte
-		c := ud.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-			keys = append(keys, append([]byte(nil), k...))
-		}
-		for _, k := range keys {
-			if err := tx.Bucket(bucketDevices).Delete(k[len(prefix):]); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketCursors).Delete(k[len(prefix):]); err != nil {
-				return err
-			}
-			if err := ud.Delete(k); err != nil {
-				return err
-			}
-		}
-		// Tokens.
-		tb := tx.Bucket(bucketTokens)
-		var tkeys [][]byte
-		err := tb.ForEach(func(k, v []byte) error {
-			var r tokenRec
-			if json.Unmarshal(v, &r) == nil && r.User == id {
-				tkeys = append(tkeys, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range tkeys {
-			if err := tb.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := d.Update(func(t storage.Tx) error { return t.DeleteUser(id) })
 	if err != nil {
 		return fmt.Errorf("delete user %s: %w", id, err)
 	}

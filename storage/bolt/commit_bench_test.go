@@ -19,7 +19,7 @@ func benchSendDM(db *DB, from, to string, n uint64) error {
 	ts := time.Now().UnixMilli()
 	return db.Update(func(tx storage.Tx) error {
 		m := imqtt.Message{Conv: conv, ID: fmt.Sprintf("m%d", n), From: from, TS: ts, Type: "text", Body: []byte(`"a message of ordinary length, some sixty bytes of text"`)}
-		seq, err := tx.AppendMessage(conv, from, m.ID, func(seq uint64) []byte {
+		seq, err := tx.AppendMessage(conv, from, m.ID, ts, func(seq uint64) []byte {
 			m.Seq = seq
 			return m.Encode()
 		})

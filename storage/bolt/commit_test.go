@@ -36,7 +36,7 @@ func cmtOpen(t *testing.T) *DB {
 // cmtAppend stores one message in conv, as a function given to Update.
 func cmtAppend(conv imqtt.ConvID, sender, id string) func(storage.Tx) error {
 	return func(tx storage.Tx) error {
-		_, err := tx.AppendMessage(conv, sender, id, func(seq uint64) []byte {
+		_, err := tx.AppendMessage(conv, sender, id, 0, func(seq uint64) []byte {
 			return []byte(fmt.Sprintf(`{"seq":%d,"id":%q}`, seq, id))
 		})
 		return err

@@ -35,7 +35,7 @@ func histFill(t *testing.T, db *bolt.DB, conv imqtt.ConvID, n int) {
 	t.Helper()
 	err := db.Update(func(tx storage.Tx) error {
 		for range n {
-			if _, err := tx.AppendMessage(conv, "alice", "", func(seq uint64) []byte {
+			if _, err := tx.AppendMessage(conv, "alice", "", 0, func(seq uint64) []byte {
 				return fmt.Appendf(nil, "%s/%d", conv, seq)
 			}); err != nil {
 				return err
@@ -210,7 +210,7 @@ func TestHistoryOfDeletedGroup(t *testing.T) {
 	histFill(t, db, conv, 30)
 	histFill(t, db, "g:team2", 4)
 	if err := db.Update(func(tx storage.Tx) error {
-		if _, err := tx.AppendMessage(conv, "bob", "b1", func(seq uint64) []byte { return fmt.Appendf(nil, "%s/%d", conv, seq) }); err != nil {
+		if _, err := tx.AppendMessage(conv, "bob", "b1", 0, func(seq uint64) []byte { return fmt.Appendf(nil, "%s/%d", conv, seq) }); err != nil {
 			return err
 		}
 		return tx.DeleteGroup("team")

@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -242,7 +243,7 @@ func msgIDKey(conv imqtt.ConvID, sender, id string) []byte {
 	return append(k, id...)
 }
 
-func (t *tx) AppendMessage(conv imqtt.ConvID, sender, id string, build func(seq uint64) []byte) (uint64, error) {
+func (t *tx) AppendMessage(conv imqtt.ConvID, sender, id string, ts int64, build func(seq uint64) []byte) (uint64, error) {
 	if err := t.write(); err != nil {
 		return 0, err
 	}
@@ -256,7 +257,11 @@ func (t *tx) AppendMessage(conv imqtt.ConvID, sender, id string, build func(seq 
 	if err != nil {
 		return 0, err
 	}
-	if err := b.Put(u64(seq), build(seq)); err != nil {
+	// Stored: the acceptance time (8 bytes), then the message JSON.
+	p := build(seq)
+	v := make([]byte, 8, 8+len(p))
+	binary.BigEndian.PutUint64(v, uint64(ts))
+	if err := b.Put(u64(seq), append(v, p...)); err != nil {
 		return 0, err
 	}
 	if id != "" {
@@ -287,10 +292,18 @@ func (t *tx) message(conv imqtt.ConvID, seq uint64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: message %s/%d missing", imqtt.ErrStoreCorrupt, conv, seq)
 	}
 	v := b.Get(u64(seq))
-	if v == nil {
+	if len(v) < 8 {
 		return nil, fmt.Errorf("%w: message %s/%d missing", imqtt.ErrStoreCorrupt, conv, seq)
 	}
-	return append([]byte(nil), v...), nil
+	return append([]byte(nil), v[8:]...), nil
+}
+
+// msgJSON returns a copy of a stored message value's JSON.
+func msgJSON(v []byte) []byte {
+	if len(v) < 8 {
+		return nil
+	}
+	return append([]byte(nil), v[8:]...)
 }
 
 // decodeEntry decodes a stream entry, resolving message payloads.
@@ -314,8 +327,8 @@ func (t *tx) decodeEntry(pos uint64, v []byte) (storage.Entry, error) {
 			// A deleted group's message: nil payload, passed over.
 			return e, nil
 		}
-		if p := b.Get(u64(e.Seq)); p != nil {
-			e.Payload = append([]byte(nil), p...)
+		if p := b.Get(u64(e.Seq)); len(p) >= 8 && int64(binary.BigEndian.Uint64(p)) == e.TS {
+			e.Payload = msgJSON(p)
 		}
 		return e, nil
 	}
@@ -345,7 +358,7 @@ func (t *tx) LastMessage(conv imqtt.ConvID) ([]byte, bool, error) {
 	if k == nil {
 		return nil, false, nil
 	}
-	return append([]byte(nil), v...), true, nil
+	return msgJSON(v), true, nil
 }
 
 func (t *tx) History(conv imqtt.ConvID, floor uint64, q storage.HistoryQuery) ([][]byte, error) {
@@ -359,7 +372,7 @@ func (t *tx) History(conv imqtt.ConvID, floor uint64, q storage.HistoryQuery) ([
 	if q.HasAfter {
 		start := max(q.After, floor) + 1
 		for k, v := c.Seek(u64(start)); k != nil && len(out) < limit; k, v = c.Next() {
-			out = append(out, append([]byte(nil), v...))
+			out = append(out, msgJSON(v))
 		}
 		return out, nil
 	}
@@ -376,7 +389,7 @@ func (t *tx) History(conv imqtt.ConvID, floor uint64, q storage.HistoryQuery) ([
 		k, v = c.Last()
 	}
 	for ; k != nil && beU64(k) > floor && len(out) < limit; k, v = c.Prev() {
-		out = append(out, append([]byte(nil), v...))
+		out = append(out, msgJSON(v))
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
@@ -438,6 +451,9 @@ func (t *tx) DeleteGroup(id string) error {
 	conv := []byte(imqtt.GroupConv(id))
 	msgs := t.tx.Bucket(bucketMsgs)
 	if msgs.Bucket(conv) != nil {
+		// Stream references to these messages are passed over from now
+		// on: a new group of this id starts at seq 1 with other
+		// acceptance times (see AppendMessageRef).
 		if err := msgs.DeleteBucket(conv); err != nil {
 			return err
 		}
@@ -506,4 +522,102 @@ func (t *tx) ConvStates(user string) ([]storage.ConvState, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// deleteKeys deletes every key of b that starts with prefix.
+func deleteKeys(b *bbolt.Bucket, prefix []byte) error {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteWhere deletes every key of b for which match holds.
+func deleteWhere(b *bbolt.Bucket, match func(k, v []byte) bool) error {
+	var keys [][]byte
+	if err := b.ForEach(func(k, v []byte) error {
+		if match(k, v) {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) DeleteUser(id string) error {
+	if _, ok, err := getUser(t.tx, id); err != nil || !ok {
+		if err == nil {
+			err = imqtt.ErrNoSuchUser
+		}
+		return err
+	}
+	if err := t.write(); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketUsers).Delete([]byte(id)); err != nil {
+		return err
+	}
+	prefix := pairKey(id, "")
+	// Device bindings and cursors: the client ids become free for anyone.
+	ud := t.tx.Bucket(bucketUserDevices)
+	var clients [][]byte
+	c := ud.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		clients = append(clients, append([]byte(nil), k[len(prefix):]...))
+	}
+	for _, cid := range clients {
+		if err := t.tx.Bucket(bucketDevices).Delete(cid); err != nil {
+			return err
+		}
+		if err := t.tx.Bucket(bucketCursors).Delete(cid); err != nil {
+			return err
+		}
+	}
+	if err := deleteKeys(ud, prefix); err != nil {
+		return err
+	}
+	if err := deleteWhere(t.tx.Bucket(bucketTokens), func(_, v []byte) bool {
+		var r tokenRec
+		return json.Unmarshal(v, &r) == nil && r.User == id
+	}); err != nil {
+		return err
+	}
+	// Relationships both ways, so that a new user with the same id starts
+	// with none.
+	second := func(k []byte) bool {
+		i := bytes.IndexByte(k, 0)
+		return i >= 0 && string(k[i+1:]) == id
+	}
+	for _, b := range [][]byte{bucketFriends, bucketReqIn, bucketReqOut, bucketBlocks} {
+		bk := t.tx.Bucket(b)
+		if err := deleteKeys(bk, prefix); err != nil {
+			return err
+		}
+		if err := deleteWhere(bk, func(k, _ []byte) bool { return second(k) }); err != nil {
+			return err
+		}
+	}
+	if err := deleteKeys(t.tx.Bucket(bucketUserConvs), prefix); err != nil {
+		return err
+	}
+	if t.tx.Bucket(bucketStreams).Bucket([]byte(id)) != nil {
+		if err := t.tx.Bucket(bucketStreams).DeleteBucket([]byte(id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
