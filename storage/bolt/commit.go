@@ -1,6 +1,7 @@
 package bolt
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -228,11 +229,15 @@ func (d *DB) Cursor(clientID string) (uint64, error) {
 }
 
 // SaveCursors implements storage.Streams. Cursors only move forward, and
-// only for devices still bound.
+// only for devices still bound. Entries every device of the user has
+// acknowledged are deleted in the same commit: streams of users who keep up
+// stay a few entries long, small enough for bbolt to keep them inline in
+// their parent page, which makes every append cheaper.
 func (d *DB) SaveCursors(cursors map[string]uint64) error {
 	return d.Update(func(t storage.Tx) error {
 		b := t.(*tx)
 		cb := b.tx.Bucket(bucketCursors)
+		users := map[string]bool{}
 		for id, pos := range cursors {
 			v := cb.Get([]byte(id))
 			if v == nil || len(v) == 8 && beU64(v) >= pos {
@@ -240,6 +245,21 @@ func (d *DB) SaveCursors(cursors map[string]uint64) error {
 			}
 			b.dirty = true
 			if err := cb.Put([]byte(id), u64(pos)); err != nil {
+				return err
+			}
+			if dv := b.tx.Bucket(bucketDevices).Get([]byte(id)); dv != nil {
+				var r deviceRec
+				if json.Unmarshal(dv, &r) == nil {
+					users[r.User] = true
+				}
+			}
+		}
+		for u := range users {
+			s := b.tx.Bucket(bucketStreams).Bucket([]byte(u))
+			if s == nil {
+				continue
+			}
+			if _, err := pruneStream(b, s, b.minCursor(u, s.Sequence()), 0); err != nil {
 				return err
 			}
 		}
