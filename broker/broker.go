@@ -88,7 +88,10 @@ func New(cfg Config) (*Broker, error) {
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + packetOverhead)
-	caps.MaximumClientWritesPending = 512
+	// IM deliveries are written by the hook, not queued by mochi: its
+	// per-client queue carries only plain-topic and $SYS traffic, and each
+	// slot costs 8 bytes per connection (512 slots: 4 KiB each).
+	caps.MaximumClientWritesPending = 64
 	caps.MaximumInflight = 1024
 	caps.ReceiveMaximum = 256
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
@@ -104,6 +107,9 @@ func New(cfg Config) (*Broker, error) {
 		Capabilities:           caps,
 		Logger:                 slogger,
 		SysTopicResendInterval: 10,
+		// MQTT packets of idle devices are small; 1 KiB instead of 2
+		// per connection.
+		ClientNetReadBufferSize: 1024,
 	})
 	b.hook = hooks.New(hooks.Options{
 		Server:            b.server,
