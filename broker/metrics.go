@@ -257,7 +257,7 @@ var (
 
 	descRequests       = desc("imqtt_requests_total", "Requests answered, by op (\"\": unknown op or unparseable) and code (\"ok\" or the error code).", "op", "code")
 	descAccepted       = desc("imqtt_messages_accepted_total", "Messages accepted and stored (idempotent retries not included).")
-	descRefused        = desc("imqtt_messages_refused_total", "Message publishes refused, by error code.", "code")
+	descRefused        = desc("imqtt_messages_refused_total", "Message publishes refused (and publishes to topics the user may not publish to), by error code.", "code")
 	descRetries        = desc("imqtt_idempotent_retries_total", "Message publishes that repeated an already stored message id and were acknowledged without storing again.")
 	descConnectRefused = desc("imqtt_connect_refused_total", "CONNECTs refused, by reason.", "reason")
 	descLimited        = desc("imqtt_limited_total", "Actions refused by an abuse limit, by limit.", "limit")
