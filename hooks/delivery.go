@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"bytes"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,8 @@ type device struct {
 	inflight map[uint16]uint64 // packet id -> position
 	window   int
 	buf      []storage.Entry
+	out      bytes.Buffer // packets encoded by step, written by flush
+	outN     int64
 }
 
 func (h *Hook) newDevice(cl *mqtt.Client, user string) *device {
@@ -214,6 +217,7 @@ func (d *device) step() bool {
 		d.running = false
 		return false
 	}
+	stop := false
 	var oldest int64
 	if d.h.o.BacklogMaxAge > 0 {
 		oldest = time.Now().Add(-d.h.o.BacklogMaxAge).UnixMilli()
@@ -248,18 +252,96 @@ func (d *device) step() bool {
 				d.h.o.Observer.Delivered(time.Duration(age) * time.Millisecond)
 			}
 		}
-		if qos == 0 {
-			if !d.write(pk) {
-				return false
+		if qos == 1 && !d.track(&pk, e.Pos) {
+			stop = true
+			break
+		}
+		mark := d.out.Len()
+		pk.ProtocolVersion = d.cl.Properties.ProtocolVersion
+		err := pk.PublishEncode(&d.out)
+		if err == nil {
+			d.outN++
+		}
+		if max := d.cl.Properties.Props.MaximumPacketSize; err == nil && max > 0 && uint32(d.out.Len()-mark) > max {
+			err = packets.ErrPacketTooLarge
+		}
+		if err != nil {
+			if err == packets.ErrPacketTooLarge {
+				d.outN--
 			}
+			// Too large for this client (its MQTT 5 Maximum Packet
+			// Size): it can never take it, so it is passed over rather
+			// than blocking everything after it.
+			d.out.Truncate(mark)
+			if qos == 1 {
+				d.untrack(pk.PacketID)
+			}
+			d.h.log.Warn().Err(err).Str("client", d.id).Uint64("pos", e.Pos).Msg("entry not deliverable to this client; passed over")
 			d.pass(e.Pos)
 			continue
 		}
-		if !d.track(&pk, e.Pos) || !d.write(pk) {
-			return false
+		if qos == 0 {
+			d.pass(e.Pos)
 		}
 	}
+	if !d.flush() {
+		return false
+	}
+	if stop {
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
+		return false
+	}
 	return true
+}
+
+// flush writes the encoded packets in one write, under the client's lock
+// as mochi's own WritePacket does: a backlog goes out in a few large writes
+// instead of a system call per message.
+func (d *device) flush() bool {
+	if d.out.Len() == 0 {
+		return true
+	}
+	defer d.out.Reset()
+	n, packetsN := int64(d.out.Len()), d.outN
+	d.outN = 0
+	d.cl.Lock()
+	var err error
+	if d.cl.Closed() || d.cl.Net.Conn == nil {
+		err = mqtt.ErrConnectionClosed
+	} else {
+		_, err = d.cl.Net.Conn.Write(d.out.Bytes())
+	}
+	d.cl.Unlock()
+	if err != nil {
+		// The connection is going; what was not acknowledged is sent
+		// again on the next one.
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
+		return false
+	}
+	info := d.h.o.Server.Info
+	atomic.AddInt64(&info.BytesSent, n)
+	atomic.AddInt64(&info.PacketsSent, packetsN)
+	atomic.AddInt64(&info.MessagesSent, packetsN)
+	return true
+}
+
+// untrack undoes track for a packet that was not sent.
+func (d *device) untrack(pid uint16) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if pos, ok := d.inflight[pid]; ok {
+		delete(d.inflight, pid)
+		if n := len(d.queue); n > 0 && d.queue[n-1].pos == pos {
+			d.queue = d.queue[:n-1]
+		}
+		if d.cl.State.Inflight.Delete(pid) {
+			atomic.AddInt64(&d.h.o.Server.Info.Inflight, -1)
+		}
+	}
 }
 
 // pass folds a position that needs no acknowledgement into the cursor.
@@ -306,18 +388,6 @@ func (d *device) track(pk *packets.Packet, pos uint64) bool {
 	d.inflight[pk.PacketID] = pos
 	d.queue = append(d.queue, sent{pos: pos})
 	d.next = pos
-	return true
-}
-
-func (d *device) write(pk packets.Packet) bool {
-	if err := d.cl.WritePacket(pk); err != nil {
-		// The connection is going; what was not acknowledged is sent
-		// again on the next one.
-		d.mu.Lock()
-		d.running = false
-		d.mu.Unlock()
-		return false
-	}
 	return true
 }
 
