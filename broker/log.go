@@ -38,6 +38,8 @@ func NewLogger(c Log, w io.Writer) zerolog.Logger {
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
+	// Milliseconds: zerolog's default time format stops at seconds.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 
