@@ -46,3 +46,10 @@ bench:
 
 clean:
 	rm -rf bin
+
+# The same bounded loads against mosquitto and imqtt on loopback, then a ratio
+# table (bench/compare.sh; installs mosquitto if missing; under 10 minutes).
+# QUICK=1 runs only the throughput and latency rows. See docs/PERFORMANCE.md.
+.PHONY: bench-compare
+bench-compare:
+	bench/compare.sh
