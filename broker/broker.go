@@ -89,9 +89,11 @@ func New(cfg Config) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload + packetOverhead)
 	// IM deliveries are written by the hook, not queued by mochi: its
-	// per-client queue carries only plain-topic and $SYS traffic, and each
-	// slot costs 8 bytes per connection (512 slots: 4 KiB each).
-	caps.MaximumClientWritesPending = 64
+	// per-client queue carries only plain-topic and $SYS traffic. mochi
+	// drops a QoS 1 publish (after acknowledging it to the sender) when the
+	// recipient's queue is full, so it stays deep enough for bursts on
+	// open topics (8 KiB a connection; mochi's default is 64 KiB).
+	caps.MaximumClientWritesPending = 1024
 	caps.MaximumInflight = 1024
 	caps.ReceiveMaximum = 256
 	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600

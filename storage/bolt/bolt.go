@@ -380,7 +380,12 @@ func (d *DB) BindDevice(clientID, user string) (string, error) {
 		return "", err
 	}
 	var owner string
-	err := d.db.Update(func(tx *bbolt.Tx) error {
+	// Through the committer, so that a storm of new devices shares
+	// commits.
+	err := d.Update(func(t storage.Tx) error {
+		wt := t.(*tx)
+		tx := wt.tx
+		owner = ""
 		b := tx.Bucket(bucketDevices)
 		if v := b.Get([]byte(clientID)); v != nil {
 			var r deviceRec
@@ -396,6 +401,7 @@ func (d *DB) BindDevice(clientID, user string) (string, error) {
 			}
 			return err
 		}
+		wt.dirty = true
 		v, _ := json.Marshal(deviceRec{User: user, Created: time.Now().UnixMilli()})
 		if err := b.Put([]byte(clientID), v); err != nil {
 			return err
