@@ -52,6 +52,7 @@ type device struct {
 	buf      []storage.Entry
 	out      bytes.Buffer // packets encoded by step, written by flush
 	outN     int64
+	parked   *packets.Packet // see park
 }
 
 func (h *Hook) newDevice(cl *mqtt.Client, user string) *device {
@@ -439,10 +440,44 @@ func (d *device) close() {
 		return
 	}
 	d.closed = true
+	if d.parked != nil {
+		d.parked = nil
+		atomic.AddInt64(&d.h.o.Server.Info.Inflight, -1)
+	}
 	for pid := range d.inflight {
 		if d.cl.State.Inflight.Delete(pid) {
 			atomic.AddInt64(&d.h.o.Server.Info.Inflight, -1)
 		}
 	}
 	d.inflight = nil
+}
+
+// park takes the delivery with packet id pid out of mochi's inflight map
+// while the client's SUBSCRIBE or UNSUBSCRIBE with the same id is
+// processed (mochi refuses those when the id is in its map); unpark puts it
+// back. The device keeps tracking it: its PUBACK still counts.
+func (d *device) park(pid uint16) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ours := d.inflight[pid]; !ours || d.parked != nil {
+		return
+	}
+	if pk, ok := d.cl.State.Inflight.Get(pid); ok && d.cl.State.Inflight.Delete(pid) {
+		d.parked = &pk
+	}
+}
+
+func (d *device) unpark() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pk := d.parked
+	d.parked = nil
+	if pk == nil {
+		return
+	}
+	if _, still := d.inflight[pk.PacketID]; still && !d.closed {
+		d.cl.State.Inflight.Set(*pk)
+	} else {
+		atomic.AddInt64(&d.h.o.Server.Info.Inflight, -1)
+	}
 }

@@ -564,6 +564,7 @@ func (h *Hook) respond(cl *mqtt.Client, user string, payload []byte) {
 // once the SUBACK is out (OnPacketSent).
 func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	if d := h.device(cl); d != nil {
+		d.unpark()
 		d.setSubs()
 	}
 }
@@ -571,6 +572,7 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 // OnUnsubscribed refreshes the device's inbox subscriptions.
 func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if d := h.device(cl); d != nil {
+		d.unpark()
 		d.setSubs()
 	}
 }
@@ -600,6 +602,14 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	case packets.Puback:
 		if d := h.device(cl); d != nil {
 			d.ack(pk.PacketID)
+		}
+	case packets.Subscribe, packets.Unsubscribe:
+		// mochi refuses a SUBSCRIBE (0x91) or UNSUBSCRIBE whose packet id
+		// is in its inflight map, though ids of the two directions are
+		// unrelated in MQTT; our deliveries live there. The delivery with
+		// that id steps out until the request is processed.
+		if d := h.device(cl); d != nil {
+			d.park(pk.PacketID)
 		}
 	case packets.Publish:
 		if strings.HasPrefix(pk.TopicName, "$") {

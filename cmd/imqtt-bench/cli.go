@@ -18,6 +18,7 @@ const usage = `usage: imqtt-bench MODE [flags]
 modes:
   provision  create users, friendships and device tokens (in a store no broker holds, or over the admin API)
   pairs      N 1:1 IM pairs (publisher -> friend), durable DMs
+  soak       pairs held at a steady pace for long (default 250 pairs = 500 clients, 10 min), sampling broker RSS and goroutines
   raw        N pairs on plain MQTT topics bench/{i}, for any broker (mosquitto too)
   idle       N idle connections subscribed to their inbox: broker memory per connection (needs --pid)
   drain      one device offline while M messages are sent to it, then it reconnects and drains
@@ -68,6 +69,11 @@ type options struct {
 
 	// drain
 	publishers int
+
+	// soak
+	sampleEvery time.Duration
+	statsURL    string
+	flatPct     float64
 
 	// fanout
 	members int
@@ -171,6 +177,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&o.pairs, "pairs", 100, "publisher -> receiver pairs")
 		fs.StringVar(&o.topicPrefix, "topic-prefix", "bench/", "raw mode: pair i uses topic PREFIX{i}")
 		do = func() (*Result, error) { return runPairs(o, stderr) }
+	case "soak":
+		o.common(fs)
+		o.load(fs)
+		fs.IntVar(&o.pairs, "pairs", 250, "publisher -> receiver pairs (2 clients each)")
+		fs.DurationVar(&o.sampleEvery, "sample", 10*time.Second, "how often to sample the broker")
+		fs.StringVar(&o.statsURL, "stats", "", "the broker's GET /stats URL, for its goroutine count (e.g. http://127.0.0.1:8080/stats)")
+		fs.Float64Var(&o.flatPct, "flat-pct", 10, "RSS growth after warm-up (the first fifth) that still counts as flat, in percent")
+		o.topicPrefix = "bench/"
+		do = func() (*Result, error) {
+			if !isFlagSet(fs, "duration") {
+				o.duration = 10 * time.Minute
+			}
+			if !isFlagSet(fs, "rate") {
+				o.rate = 500
+			}
+			return runSoak(o, stderr)
+		}
 	case "idle":
 		o.common(fs)
 		fs.IntVar(&o.conns, "conns", 1000, "connections to open")
@@ -281,6 +304,10 @@ func (o *options) validate() error {
 		if o.mode == "pairs" && o.anonymous {
 			return errors.New("--anonymous: IM mode needs users")
 		}
+	case "soak":
+		if o.pairs < 1 || o.sampleEvery <= 0 || o.inflight < 1 {
+			return errors.New("--pairs and --inflight must be at least 1 and --sample positive")
+		}
 	case "idle", "storm":
 		if o.conns < 1 {
 			return fmt.Errorf("--conns %d: must be at least 1", o.conns)
@@ -311,4 +338,11 @@ func (o *options) validate() error {
 		return fmt.Errorf("--concurrency %d: must not be negative", o.concurrency)
 	}
 	return nil
+}
+
+// isFlagSet reports whether name was given on the command line.
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -66,6 +66,7 @@ type Result struct {
 	Connect         *Latency `json:"connect,omitempty"`
 	KiBPerConn      float64  `json:"kib_per_conn,omitempty"`
 
+	Soak   *Soak    `json:"soak,omitempty"`
 	Broker *Proc    `json:"broker,omitempty"`
 	Client *Proc    `json:"client,omitempty"`
 	Notes  []string `json:"notes,omitempty"`
