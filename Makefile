@@ -53,3 +53,9 @@ clean:
 .PHONY: bench-compare
 bench-compare:
 	bench/compare.sh
+
+# The kill -9 crash loop with 20 cycles under the race detector (issue 7):
+# every acknowledged message must survive. `go test` runs 5 cycles.
+.PHONY: crash-loop
+crash-loop:
+	$(GO) test -race -run TestCrash -crash.cycles=20 ./cmd/imqtt/
