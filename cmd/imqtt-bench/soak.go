@@ -12,18 +12,25 @@ import (
 type soakSample struct {
 	At         float64 `json:"at_s"`
 	RSSKiB     int64   `json:"rss_kib,omitempty"`
+	HeapKiB    int64   `json:"heap_kib,omitempty"`
+	StoreKiB   int64   `json:"store_kib,omitempty"`
 	Goroutines int64   `json:"goroutines,omitempty"`
 }
 
 // Soak is what a soak run adds to its Result.
 type Soak struct {
 	Samples []soakSample `json:"samples"`
-	// WarmRSSKiB is the broker's RSS at the end of the warm-up (the first
-	// fifth of the run), EndRSSKiB at the end; GrowthPct compares them.
-	WarmRSSKiB int64   `json:"warm_rss_kib,omitempty"`
-	EndRSSKiB  int64   `json:"end_rss_kib,omitempty"`
-	GrowthPct  float64 `json:"rss_growth_pct"`
-	Flat       bool    `json:"flat"`
+	// WarmKiB is the broker's memory at the end of the warm-up (the first
+	// fifth of the run), EndKiB at the end; GrowthPct compares them. The
+	// memory is the Go heap from /stats when --stats is given, else RSS:
+	// RSS also counts the pages of the store file bbolt maps, which grows
+	// with every stored message (history is kept), so it is not flat in a
+	// healthy broker.
+	Measure   string  `json:"measure"`
+	WarmKiB   int64   `json:"warm_kib,omitempty"`
+	EndKiB    int64   `json:"end_kib,omitempty"`
+	GrowthPct float64 `json:"growth_pct"`
+	Flat      bool    `json:"flat"`
 }
 
 // runSoak is pairs mode held for a long time at a steady pace, with the
@@ -46,10 +53,11 @@ func runSoak(o *options, stderr io.Writer) (*Result, error) {
 				}
 			}
 			if o.statsURL != "" {
-				s.Goroutines = brokerGoroutines(o.statsURL)
+				s.Goroutines, s.HeapKiB, s.StoreKiB = brokerFigures(o.statsURL)
 			}
 			ss = append(ss, s)
-			progress(stderr, o, "soak %5.0fs: broker RSS %d KiB, goroutines %d", s.At, s.RSSKiB, s.Goroutines)
+			progress(stderr, o, "soak %5.0fs: broker RSS %d KiB, heap %d KiB, store %d KiB, goroutines %d",
+				s.At, s.RSSKiB, s.HeapKiB, s.StoreKiB, s.Goroutines)
 		}
 		take()
 		for {
@@ -69,41 +77,56 @@ func runSoak(o *options, stderr io.Writer) (*Result, error) {
 	if res == nil {
 		return res, err
 	}
-	sk := &Soak{Samples: samples}
+	sk := &Soak{Samples: samples, Measure: "rss"}
+	mem := func(s soakSample) int64 { return s.RSSKiB }
+	if o.statsURL != "" {
+		sk.Measure = "heap"
+		mem = func(s soakSample) int64 { return s.HeapKiB }
+	}
 	warmAt := o.duration.Seconds() / 5
 	for _, s := range samples {
-		if s.At >= warmAt && sk.WarmRSSKiB == 0 {
-			sk.WarmRSSKiB = s.RSSKiB
+		if mem(s) == 0 {
+			continue
 		}
-		sk.EndRSSKiB = s.RSSKiB
+		if s.At >= warmAt && sk.WarmKiB == 0 {
+			sk.WarmKiB = mem(s)
+		}
+		sk.EndKiB = mem(s)
 	}
-	if sk.WarmRSSKiB > 0 {
-		sk.GrowthPct = 100 * float64(sk.EndRSSKiB-sk.WarmRSSKiB) / float64(sk.WarmRSSKiB)
+	if sk.WarmKiB > 0 {
+		sk.GrowthPct = 100 * float64(sk.EndKiB-sk.WarmKiB) / float64(sk.WarmKiB)
 		sk.Flat = sk.GrowthPct <= o.flatPct
-		res.note("soak: broker RSS %d KiB after warm-up, %d KiB at the end (%+.1f%%): %s", sk.WarmRSSKiB, sk.EndRSSKiB, sk.GrowthPct,
-			map[bool]string{true: "flat", false: fmt.Sprintf("growing (over %.0f%%)", o.flatPct)}[sk.Flat])
+		verdict := "flat"
+		if !sk.Flat {
+			verdict = fmt.Sprintf("growing (over %.0f%%)", o.flatPct)
+		}
+		res.note("soak: broker %s %d KiB after warm-up, %d KiB at the end (%+.1f%%): %s", sk.Measure, sk.WarmKiB, sk.EndKiB, sk.GrowthPct, verdict)
 	} else {
-		res.note("soak: no RSS samples after warm-up (give --pid and a --duration several times --sample)")
+		res.note("soak: no memory samples after warm-up (give --pid or --stats, and a --duration several times --sample)")
 	}
 	res.Soak = sk
 	return res, err
 }
 
-// brokerGoroutines reads broker.threads (goroutines) from GET /stats.
-func brokerGoroutines(url string) int64 {
+// brokerFigures reads goroutines (broker.threads), the Go heap
+// (broker.memory_alloc) and the store size from GET /stats; zeros when it
+// cannot.
+func brokerFigures(url string) (goroutines, heapKiB, storeKiB int64) {
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		return 0
+		return 0, 0, 0
 	}
 	defer resp.Body.Close()
 	var st struct {
-		Broker struct {
-			Threads int64 `json:"threads"`
+		StoreBytes int64 `json:"store_bytes"`
+		Broker     struct {
+			Threads     int64 `json:"threads"`
+			MemoryAlloc int64 `json:"memory_alloc"`
 		} `json:"broker"`
 	}
 	if json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return 0
+		return 0, 0, 0
 	}
-	return st.Broker.Threads
+	return st.Broker.Threads, st.Broker.MemoryAlloc >> 10, st.StoreBytes >> 10
 }
