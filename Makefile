@@ -55,7 +55,9 @@ bench-compare:
 	bench/compare.sh
 
 # The kill -9 crash loop with 20 cycles under the race detector (issue 7):
-# every acknowledged message must survive. `go test` runs 5 cycles.
+# every acknowledged message must survive. `go test` runs 5 cycles. The flag
+# goes after -args: go test would take an unknown flag before the package for
+# the end of its own arguments and test the current directory instead.
 .PHONY: crash-loop
 crash-loop:
-	$(GO) test -race -run TestCrash -crash.cycles=20 ./cmd/imqtt/
+	$(GO) test -race -run TestCrash ./cmd/imqtt/ -args -crash.cycles=20
