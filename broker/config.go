@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"reflect"
@@ -106,11 +107,25 @@ func Default() Config {
 // LoadConfigFile reads a YAML configuration over the defaults. Unknown keys
 // and bad values are errors naming the key.
 func LoadConfigFile(path string) (Config, error) {
+	c, err := ReadConfigFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ReadConfigFile is LoadConfigFile without the final Validate, for callers
+// that change the configuration (command-line flags) before validating it.
+// Keys and value types are still checked.
+func ReadConfigFile(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	c, err := ParseConfig(b)
+	c, err := decodeConfig(b)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -119,6 +134,18 @@ func LoadConfigFile(path string) (Config, error) {
 
 // ParseConfig reads YAML over the defaults and validates the result.
 func ParseConfig(b []byte) (Config, error) {
+	c, err := decodeConfig(b)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// decodeConfig reads YAML over the defaults, checking keys and value types.
+func decodeConfig(b []byte) (Config, error) {
 	c := Default()
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
@@ -136,9 +163,6 @@ func ParseConfig(b []byte) (Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	if err := c.Validate(); err != nil {
-		return Config{}, err
 	}
 	return c, nil
 }
@@ -179,11 +203,11 @@ func (c *Config) Validate() error {
 	if _, err := acl.NewTopics(c.OpenTopics, c.DenyTopics, c.Conformance); err != nil {
 		return err
 	}
-	if c.Limits.MessagesPerSecond <= 0 {
-		return fmt.Errorf("limits.messages_per_second: %v must be positive", c.Limits.MessagesPerSecond)
+	if !(c.Limits.MessagesPerSecond > 0) || math.IsInf(c.Limits.MessagesPerSecond, 0) {
+		return fmt.Errorf("limits.messages_per_second: %v must be a positive number", c.Limits.MessagesPerSecond)
 	}
-	if c.Limits.RequestsPerSecond <= 0 {
-		return fmt.Errorf("limits.requests_per_second: %v must be positive", c.Limits.RequestsPerSecond)
+	if !(c.Limits.RequestsPerSecond > 0) || math.IsInf(c.Limits.RequestsPerSecond, 0) {
+		return fmt.Errorf("limits.requests_per_second: %v must be a positive number", c.Limits.RequestsPerSecond)
 	}
 	if c.Limits.ConnectionsPerUser < 1 {
 		return fmt.Errorf("limits.connections_per_user: %d must be at least 1", c.Limits.ConnectionsPerUser)

@@ -233,8 +233,6 @@ func TestConformanceDenyTopics(t *testing.T) {
 	hdPub(t, anon5, "secretive/a", "yes", 0)
 	hdWant(t, sub, "secretive/a", "yes")
 	t.Run("will refused at CONNECT", func(t *testing.T) {
-		t.Skip("BUG: in conformance mode OnConnectAuthenticate (hooks/hook.go) returns true before the will check, " +
-			"so a will on a deny_topics topic is accepted at CONNECT (OnWill still drops it); PROTOCOL.md section 1 refuses it (3.1.1 code 5, 5.0 0x87)")
 		for _, tc := range []struct {
 			v5   bool
 			want byte

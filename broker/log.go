@@ -12,6 +12,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
+func init() {
+	// Milliseconds: zerolog's default time format stops at seconds. It is
+	// a package-wide setting, so it is made once, here.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+}
+
 func parseLevel(s string) (zerolog.Level, error) {
 	if s == "" {
 		return zerolog.InfoLevel, nil
@@ -38,8 +44,6 @@ func NewLogger(c Log, w io.Writer) zerolog.Logger {
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	// Milliseconds: zerolog's default time format stops at seconds.
-	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 

@@ -225,6 +225,11 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.o.Topics.Conformance() {
 		// Anonymous clients and any client id; credentials that are given
 		// still decide the role ($SYS for operators).
+		if pk.Connect.WillFlag && !h.o.Topics.CanWill(pk.Connect.WillTopic) {
+			s.refusal = refuseWill
+			h.o.Observer.ConnectRefused("will")
+			return false
+		}
 		if role, _, _, ok := h.authenticate(user, string(pk.Connect.Password)); ok {
 			s.role = role
 		}

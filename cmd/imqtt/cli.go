@@ -100,7 +100,7 @@ func serve(args []string, stderr io.Writer, sig <-chan os.Signal) int {
 	}
 	cfg := broker.Default()
 	if *configFile != "" {
-		if cfg, err = broker.LoadConfigFile(*configFile); err != nil {
+		if cfg, err = broker.ReadConfigFile(*configFile); err != nil {
 			fmt.Fprintf(stderr, "imqtt serve: %v\n", err)
 			return exitUsage
 		}

@@ -154,9 +154,6 @@ func TestServeConformanceOnLoopback(t *testing.T) {
 // conformance on with the listeners given as loopback flags is a valid
 // whole.
 func TestServeConformanceLoopbackFromFlags(t *testing.T) {
-	t.Skip("BUG: serve validates the --config file alone before applying the flags (cmd/imqtt/cli.go, " +
-		"broker.LoadConfigFile -> ParseConfig -> Validate), so `conformance: true` in a file with " +
-		"--mqtt 127.0.0.1:1883 --ws off --http off on the command line exits 2 on the default listeners")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "conformance.yaml")
 	if err := os.WriteFile(cfg, []byte("conformance: true\n"), 0o600); err != nil {
