@@ -5,8 +5,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
 
 // soakSample is one look at the broker during a soak.
 type soakSample struct {
@@ -20,8 +33,9 @@ type soakSample struct {
 // Soak is what a soak run adds to its Result.
 type Soak struct {
 	Samples []soakSample `json:"samples"`
-	// WarmKiB is the broker's memory at the end of the warm-up (the first
-	// fifth of the run), EndKiB at the end; GrowthPct compares them. The
+	// WarmKiB is the broker's average memory over the first half of the run
+	// after warm-up (the first fifth), EndKiB over the second half;
+	// GrowthPct compares them. The
 	// memory is the Go heap from /stats when --stats is given, else RSS:
 	// RSS also counts the pages of the store file bbolt maps, which grows
 	// with every stored message (history is kept), so it is not flat in a
@@ -38,6 +52,8 @@ type Soak struct {
 // needs --stats) sampled every --sample. RSS counts as flat when the end is
 // within --flat-pct of the level after warm-up.
 func runSoak(o *options, stderr io.Writer) (*Result, error) {
+	// The sampler and the load both report progress.
+	stderr = &lockedWriter{w: stderr}
 	stop := make(chan struct{})
 	done := make(chan []soakSample)
 	t0 := time.Now()
@@ -83,15 +99,25 @@ func runSoak(o *options, stderr io.Writer) (*Result, error) {
 		sk.Measure = "heap"
 		mem = func(s soakSample) int64 { return s.HeapKiB }
 	}
+	// A single heap sample depends on where the GC cycle stands, so the
+	// average of the samples of the first half after warm-up (the first
+	// fifth) is compared with the average of the second half.
 	warmAt := o.duration.Seconds() / 5
+	var after []int64
 	for _, s := range samples {
-		if mem(s) == 0 {
-			continue
+		if s.At >= warmAt && s.At <= o.duration.Seconds() && mem(s) > 0 {
+			after = append(after, mem(s))
 		}
-		if s.At >= warmAt && sk.WarmKiB == 0 {
-			sk.WarmKiB = mem(s)
+	}
+	if n := len(after); n >= 2 {
+		avg := func(v []int64) int64 {
+			var t int64
+			for _, x := range v {
+				t += x
+			}
+			return t / int64(len(v))
 		}
-		sk.EndKiB = mem(s)
+		sk.WarmKiB, sk.EndKiB = avg(after[:n/2]), avg(after[n/2:])
 	}
 	if sk.WarmKiB > 0 {
 		sk.GrowthPct = 100 * float64(sk.EndKiB-sk.WarmKiB) / float64(sk.WarmKiB)
@@ -100,7 +126,7 @@ func runSoak(o *options, stderr io.Writer) (*Result, error) {
 		if !sk.Flat {
 			verdict = fmt.Sprintf("growing (over %.0f%%)", o.flatPct)
 		}
-		res.note("soak: broker %s %d KiB after warm-up, %d KiB at the end (%+.1f%%): %s", sk.Measure, sk.WarmKiB, sk.EndKiB, sk.GrowthPct, verdict)
+		res.note("soak: broker %s averages %d KiB in the first half after warm-up, %d KiB in the second (%+.1f%%): %s", sk.Measure, sk.WarmKiB, sk.EndKiB, sk.GrowthPct, verdict)
 	} else {
 		res.note("soak: no memory samples after warm-up (give --pid or --stats, and a --duration several times --sample)")
 	}
