@@ -127,6 +127,10 @@ func serve(args []string, stderr io.Writer, sig <-chan os.Signal) int {
 		return exitUsage
 	}
 	cfg.LogWriter = stderr
+	if err := checkStore(cfg.Data); err != nil {
+		fmt.Fprintf(stderr, "imqtt serve: %v\n", err)
+		return exitError
+	}
 	b, err := broker.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "imqtt serve: %v\n", err)
@@ -166,7 +170,11 @@ func storeExit(err error) int {
 }
 
 func openStore(dir string, stderr io.Writer) (*bolt.DB, bool) {
-	db, err := bolt.OpenDir(dir, bolt.Options{})
+	err := checkStore(dir)
+	var db *bolt.DB
+	if err == nil {
+		db, err = bolt.OpenDir(dir, bolt.Options{})
+	}
 	if err != nil {
 		if errors.Is(err, imqtt.ErrStoreLocked) {
 			fmt.Fprintf(stderr, "imqtt: the store in %s is held by a running broker; "+
