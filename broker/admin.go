@@ -348,6 +348,20 @@ func (b *Broker) adminListUsers(w http.ResponseWriter, r *http.Request, c *admin
 	c.reply(w, http.StatusOK, map[string]any{"users": out})
 }
 
+// failUser answers the error of an operation on user id: 404 for an
+// unknown user, 500 for anything else. It reports whether there was one.
+func (c *adminCall) failUser(w http.ResponseWriter, id string, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, imqtt.ErrNoSuchUser):
+		c.fail(w, http.StatusNotFound, "no such user "+id)
+	default:
+		c.internal(w, err)
+	}
+	return true
+}
+
 // adminRemoveUser is DELETE /v1/users/{user}.
 func (b *Broker) adminRemoveUser(w http.ResponseWriter, r *http.Request, c *adminCall) {
 	id, ok := pathUser(w, r, c)
@@ -355,12 +369,7 @@ func (b *Broker) adminRemoveUser(w http.ResponseWriter, r *http.Request, c *admi
 		return
 	}
 	err := b.chat.RemoveUser(id)
-	switch {
-	case errors.Is(err, imqtt.ErrNoSuchUser):
-		c.fail(w, http.StatusNotFound, "no such user "+id)
-		return
-	case err != nil:
-		c.internal(w, err)
+	if c.failUser(w, id, err) {
 		return
 	}
 	// After the delete, so that a device cannot authenticate again in
@@ -392,11 +401,7 @@ func (b *Broker) adminSetPassword(w http.ResponseWriter, r *http.Request, c *adm
 	}
 	// Checked first so that an unknown user costs no hashing.
 	if _, err := b.db.User(id); err != nil {
-		if errors.Is(err, imqtt.ErrNoSuchUser) {
-			c.fail(w, http.StatusNotFound, "no such user "+id)
-		} else {
-			c.internal(w, err)
-		}
+		c.failUser(w, id, err)
 		return
 	}
 	hash, err := auth.HashPassword(*body.Password)
@@ -405,12 +410,7 @@ func (b *Broker) adminSetPassword(w http.ResponseWriter, r *http.Request, c *adm
 		return
 	}
 	err = b.db.SetPasswordHash(id, hash)
-	switch {
-	case errors.Is(err, imqtt.ErrNoSuchUser):
-		c.fail(w, http.StatusNotFound, "no such user "+id)
-		return
-	case err != nil:
-		c.internal(w, err)
+	if c.failUser(w, id, err) {
 		return
 	}
 	b.hook.Disconnect(id, "")
@@ -440,12 +440,7 @@ func (b *Broker) adminCreateToken(w http.ResponseWriter, r *http.Request, c *adm
 		return
 	}
 	err = b.db.CreateToken(storage.Token{ID: tid, User: id, Name: body.Name, Hash: hash})
-	switch {
-	case errors.Is(err, imqtt.ErrNoSuchUser):
-		c.fail(w, http.StatusNotFound, "no such user "+id)
-		return
-	case err != nil:
-		c.internal(w, err)
+	if c.failUser(w, id, err) {
 		return
 	}
 	c.reply(w, http.StatusCreated, map[string]string{"id": tid, "token": token})
@@ -474,11 +469,7 @@ func (b *Broker) adminListTokens(w http.ResponseWriter, r *http.Request, c *admi
 	}
 	// ListTokens of an unknown user is merely empty.
 	if _, err := b.db.User(id); err != nil {
-		if errors.Is(err, imqtt.ErrNoSuchUser) {
-			c.fail(w, http.StatusNotFound, "no such user "+id)
-		} else {
-			c.internal(w, err)
-		}
+		c.failUser(w, id, err)
 		return
 	}
 	ts, err := b.db.ListTokens(id)

@@ -195,7 +195,8 @@ func (t *tx) stream(user string) (*bbolt.Bucket, error) {
 	return t.tx.Bucket(bucketStreams).CreateBucketIfNotExists([]byte(user))
 }
 
-func (t *tx) AppendEvent(user string, ts int64, payload []byte) (uint64, error) {
+// appendEntry appends an entry value to user's stream.
+func (t *tx) appendEntry(user string, v []byte) (uint64, error) {
 	if err := t.write(); err != nil {
 		return 0, err
 	}
@@ -207,31 +208,22 @@ func (t *tx) AppendEvent(user string, ts int64, payload []byte) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
-	v := make([]byte, 0, 9+len(payload))
-	v = append(v, entryEvent)
-	v = binary.BigEndian.AppendUint64(v, uint64(ts))
-	v = append(v, payload...)
 	return pos, s.Put(u64(pos), v)
 }
 
+func (t *tx) AppendEvent(user string, ts int64, payload []byte) (uint64, error) {
+	v := make([]byte, 0, 9+len(payload))
+	v = append(v, entryEvent)
+	v = binary.BigEndian.AppendUint64(v, uint64(ts))
+	return t.appendEntry(user, append(v, payload...))
+}
+
 func (t *tx) AppendMessageRef(user string, ts int64, conv imqtt.ConvID, seq uint64) (uint64, error) {
-	if err := t.write(); err != nil {
-		return 0, err
-	}
-	s, err := t.stream(user)
-	if err != nil {
-		return 0, err
-	}
-	pos, err := s.NextSequence()
-	if err != nil {
-		return 0, err
-	}
 	v := make([]byte, 0, 17+len(conv))
 	v = append(v, entryMessage)
 	v = binary.BigEndian.AppendUint64(v, uint64(ts))
 	v = binary.BigEndian.AppendUint64(v, seq)
-	v = append(v, conv...)
-	return pos, s.Put(u64(pos), v)
+	return t.appendEntry(user, append(v, conv...))
 }
 
 func msgIDKey(conv imqtt.ConvID, sender, id string) []byte {
