@@ -110,6 +110,17 @@ func (h *Hook) flushCursors() {
 	h.dirtyMu.Unlock()
 	if err := h.o.Streams.SaveCursors(batch); err != nil {
 		h.log.Error().Err(err).Int("devices", len(batch)).Msg("saving delivery cursors failed; entries may be delivered again")
+		return
+	}
+	// Saved cursors of devices that went away need no memory: the store
+	// has them (clients with a new id each time would otherwise pile up).
+	for id, pos := range batch {
+		if cl, on := h.o.Server.Clients.Get(id); on && !cl.Closed() {
+			continue
+		}
+		if v, ok := h.cursors.Load(id); ok && v.(*atomic.Uint64).Load() == pos {
+			h.cursors.CompareAndDelete(id, v)
+		}
 	}
 }
 
