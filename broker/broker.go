@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -100,7 +101,9 @@ func New(cfg Config) (*Broker, error) {
 	// Our store is the offline queue; mochi's inflight expiry would only
 	// add a property to every MQTT 5 publish.
 	caps.MaximumMessageExpiryInterval = 0
-	caps.MaximumClients = cfg.MaxClients
+	// max_clients is enforced (and counted) by the hook; mochi's own check
+	// runs before any hook.
+	caps.MaximumClients = math.MaxInt64
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	caps.MaximumQos = 2
 
@@ -125,6 +128,7 @@ func New(cfg Config) (*Broker, error) {
 		BacklogMaxAge:     cfg.Backlog.MaxAge,
 		Observer:          b.obs,
 		Limits: hooks.Limits{
+			MaxClients:             cfg.MaxClients,
 			MessagesPerSecond:      cfg.Limits.MessagesPerSecond,
 			RequestsPerSecond:      cfg.Limits.RequestsPerSecond,
 			ConnectionsPerUser:     cfg.Limits.ConnectionsPerUser,

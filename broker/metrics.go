@@ -47,7 +47,7 @@ var connectReasons = [...]string{"credentials", "client_id", "will", "store", ""
 
 // limitNames are the abuse limits (hooks.Limit*), and "" for another.
 var limitNames = [...]string{
-	hooks.LimitMessages, hooks.LimitRequests, hooks.LimitConnections, hooks.LimitSubscriptions, "",
+	hooks.LimitMessages, hooks.LimitRequests, hooks.LimitConnections, hooks.LimitSubscriptions, hooks.LimitClients, "",
 }
 
 const (

@@ -92,6 +92,7 @@ const (
 	refuseWill
 	refuseBusy
 	refuseLimit
+	refuseFull
 )
 
 // session is what the hook knows of one connection.
@@ -222,6 +223,12 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	s := &session{user: user}
 	h.sessions.Store(cl, s)
+	if max := h.o.Limits.MaxClients; max > 0 && atomic.LoadInt64(&h.o.Server.Info.ClientsConnected) >= max {
+		s.refusal = refuseFull
+		h.o.Observer.Limited(LimitClients)
+		h.log.Info().Str("client", cl.ID).Str("remote", cl.Net.Remote).Str("reason", "max_clients").Msg("connect refused")
+		return false
+	}
 	if h.o.Topics.Conformance() {
 		// Anonymous clients and any client id; credentials that are given
 		// still decide the role ($SYS for operators).
@@ -819,6 +826,7 @@ func (h *Hook) encodeConnack(cl *mqtt.Client, pk packets.Packet) packets.Packet 
 		refuseWill:        {5, 0x87},
 		refuseBusy:        {3, 0x88},
 		refuseLimit:       {3, 0x97},
+		refuseFull:        {3, 0x89}, // server unavailable / server busy, as mochi answers
 	}
 	if c, ok := codes[r]; ok {
 		if v5 {

@@ -11,6 +11,10 @@ import (
 // Limits are the abuse limits of PROTOCOL.md section 8 (limits:). Zero
 // values mean no limit.
 type Limits struct {
+	// MaxClients caps authenticated connections broker-wide. The hook
+	// enforces it rather than mochi, whose own check refuses before any
+	// hook runs and so cannot be counted.
+	MaxClients             int64
 	MessagesPerSecond      float64
 	RequestsPerSecond      float64
 	ConnectionsPerUser     int
@@ -23,6 +27,7 @@ const (
 	LimitRequests      = "requests_per_second"
 	LimitConnections   = "connections_per_user"
 	LimitSubscriptions = "subscriptions_per_client"
+	LimitClients       = "max_clients"
 )
 
 // limitMarker prefixes a filter refused for the subscription limit: a valid
