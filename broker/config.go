@@ -164,6 +164,11 @@ func decodeConfig(b []byte) (Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	// A second document would be silently ignored.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return Config{}, errors.New("configuration: more than one YAML document (---); give one")
+	}
 	return c, nil
 }
 

@@ -195,3 +195,16 @@ func TestParseConfigFullRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got  %+v\n want %+v\n%s", again, want, out)
 	}
 }
+
+// A second YAML document would otherwise be ignored without a word.
+func TestParseConfigOneDocument(t *testing.T) {
+	if _, err := broker.ParseConfig([]byte("dm_policy: anyone\n---\ndm_policy: friends\n")); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
+		t.Fatalf("two documents: %v", err)
+	}
+	if c, err := broker.ParseConfig([]byte("---\ndm_policy: anyone\n")); err != nil || c.DMPolicy != "anyone" {
+		t.Fatalf("one document with a leading ---: %v %v", c.DMPolicy, err)
+	}
+	if _, err := broker.ParseConfig(nil); err != nil {
+		t.Fatalf("empty file: %v", err)
+	}
+}
