@@ -177,6 +177,9 @@ func (d *DB) FailCommits(err error) {
 		return
 	}
 	d.commit.fail.Store(&err)
+	// A barrier: a commit already under way when the failpoint was set
+	// finishes before this returns, so every commit after it fails.
+	_ = d.commit.submit(func(storage.Tx) error { return nil })
 }
 
 // ReadStream implements storage.Streams.
