@@ -222,7 +222,7 @@ func BenchmarkHistory(b *testing.B) {
 		b.Run(fmt.Sprintf("log=%d", logSize), func(b *testing.B) {
 			br := imBenchStart(b)
 			br.Users("alice", "bob")
-			br.MakeFriendsSmoke(b, "alice", "bob")
+			br.MakeFriends(b, "alice", "bob")
 			imSeedDM(b, br, logSize)
 			svc := chat.New(chat.Options{Store: br.Store(), Notifier: imNopNotifier{}, DMPolicy: acl.DMFriends, MaxPayload: 64 << 10})
 			c, err := br.Dial(brokertest.Opts{User: "alice", Password: "pw-alice", ClientID: "alice-bench"})

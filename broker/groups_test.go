@@ -64,7 +64,7 @@ func imFriends(t *testing.T, b *brokertest.B, users ...string) {
 	t.Helper()
 	for i, a := range users {
 		for _, c := range users[i+1:] {
-			b.MakeFriendsSmoke(t, a, c)
+			b.MakeFriends(t, a, c)
 		}
 	}
 }

@@ -18,7 +18,7 @@ func TestSubscribeWithIDOfPendingDelivery(t *testing.T) {
 		t.Run(fmt.Sprintf("v5=%v", v5), func(t *testing.T) {
 			b := brokertest.Start(t, nil)
 			b.Users("alice", "bob")
-			b.MakeFriendsSmoke(t, "alice", "bob")
+			b.MakeFriends(t, "alice", "bob")
 			r := b.Raw(t, v5)
 			if ack := r.Connect(brokertest.Opts{V5: v5, ClientID: "bob-raw", User: "bob", Password: "pw-bob", Keepalive: 30}); ack.ReasonCode != 0 {
 				t.Fatalf("CONNACK 0x%02x", ack.ReasonCode)

@@ -192,7 +192,7 @@ func (h *Hook) Provides(b byte) bool {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribe,
 		mqtt.OnWill, mqtt.OnDisconnect, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPacketSent,
-		mqtt.OnPacketRead, mqtt.OnQosDropped:
+		mqtt.OnPacketRead:
 		return true
 	}
 	return false
@@ -630,11 +630,6 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	return pk, nil
 }
-
-// OnQosDropped: mochi dropped an inflight packet (expiry, a PUBREC error).
-// For the device's own packets that is no acknowledgement: the entry comes
-// again on the next connection. Nothing to do now.
-func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {}
 
 // role returns the role of a client's user. Offline persistent sessions
 // (mochi still runs the read check for them) fall back to the store.
