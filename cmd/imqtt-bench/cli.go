@@ -183,7 +183,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.IntVar(&o.pairs, "pairs", 250, "publisher -> receiver pairs (2 clients each)")
 		fs.DurationVar(&o.sampleEvery, "sample", 10*time.Second, "how often to sample the broker")
 		fs.StringVar(&o.statsURL, "stats", "", "the broker's GET /stats URL, for its goroutine count (e.g. http://127.0.0.1:8080/stats)")
-		fs.Float64Var(&o.flatPct, "flat-pct", 10, "RSS growth after warm-up (the first fifth) that still counts as flat, in percent")
+		fs.Float64Var(&o.flatPct, "flat-pct", 10, "memory growth (anonymous RSS, Go heap) between the halves of a soak after warm-up that still counts as flat, in percent")
 		o.topicPrefix = "bench/"
 		do = func() (*Result, error) {
 			if !isFlagSet(fs, "duration") {

@@ -56,6 +56,11 @@ type procSample struct {
 	CPU    time.Duration // user + system
 	RSSKiB int64
 	HWMKiB int64
+	// AnonKiB and FileKiB split RSS: anonymous pages (heap, stacks) and
+	// file-backed ones, which for the broker are mostly the store file
+	// bbolt maps and so grow with stored history.
+	AnonKiB int64
+	FileKiB int64
 }
 
 // readProc reads /proc/<pid>/stat and /proc/<pid>/status.
@@ -75,6 +80,8 @@ func readProc(pid int) (procSample, error) {
 	s := procSample{CPU: cpu}
 	s.RSSKiB = statusKiB(status, "VmRSS:")
 	s.HWMKiB = statusKiB(status, "VmHWM:")
+	s.AnonKiB = statusKiB(status, "RssAnon:")
+	s.FileKiB = statusKiB(status, "RssFile:")
 	return s, nil
 }
 
