@@ -56,6 +56,23 @@ func New(o Options) *Service {
 
 func (s *Service) now() int64 { return s.o.Now().UnixMilli() }
 
+// updateNotify runs fn in a write transaction and, once it is durable, tells
+// the Notifier whose streams fn appended to. fn returns that list instead of
+// appending to an outer one because a group commit may run it again.
+func (s *Service) updateNotify(fn func(tx storage.Tx) ([]string, error)) error {
+	var notify []string
+	err := s.o.Store.Update(func(tx storage.Tx) error {
+		var err error
+		notify, err = fn(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.o.Notifier.Appended(notify...)
+	return nil
+}
+
 // internal wraps a store failure so clients see only "internal".
 func internal(op string, err error) error {
 	if err == nil {

@@ -136,16 +136,15 @@ func (s *Service) groupCreate(c Caller, r *imqtt.Request) (any, error) {
 		name = *r.Name
 	}
 	ts := s.now()
-	var notify []string
 	var gid string
-	err := s.o.Store.Update(func(tx storage.Tx) error {
-		notify, gid = nil, id
+	err := s.updateNotify(func(tx storage.Tx) ([]string, error) {
+		gid = id
 		if gid == "" {
 			for {
 				gid = newGroupID()
 				if _, taken, err := tx.Group(gid); err != nil || !taken {
 					if err != nil {
-						return err
+						return nil, err
 					}
 					break
 				}
@@ -154,14 +153,14 @@ func (s *Service) groupCreate(c Caller, r *imqtt.Request) (any, error) {
 			if err == nil {
 				err = imqtt.Errorf(imqtt.CodeBadRequest, "group %s already exists", gid)
 			}
-			return err
+			return nil, err
 		}
 		users, err := newcomers(tx, c.User, r.Members, nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if len(users)+1 > s.o.MaxGroupMembers {
-			return imqtt.Errorf(imqtt.CodeBadRequest, "a group has at most %d members", s.o.MaxGroupMembers)
+			return nil, imqtt.Errorf(imqtt.CodeBadRequest, "a group has at most %d members", s.o.MaxGroupMembers)
 		}
 		gname := name
 		if gname == "" {
@@ -170,15 +169,13 @@ func (s *Service) groupCreate(c Caller, r *imqtt.Request) (any, error) {
 		grp := storage.Group{ID: gid, Name: gname, Owner: c.User, Created: ts}
 		all := append([]string{c.User}, users...)
 		if err := join(tx, &grp, all, c.User, ts); err != nil {
-			return err
+			return nil, err
 		}
-		notify = all
-		return tx.PutGroup(grp)
+		return all, tx.PutGroup(grp)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.o.Notifier.Appended(notify...)
 	return map[string]string{"group": gid}, nil
 }
 
@@ -191,39 +188,33 @@ func (s *Service) groupAdd(c Caller, r *imqtt.Request) (any, error) {
 		return nil, imqtt.Errorf(imqtt.CodeBadRequest, "users is required (a non-empty array of user ids)")
 	}
 	ts := s.now()
-	var notify []string
-	err = s.o.Store.Update(func(tx storage.Tx) error {
-		notify = nil
+	err = s.updateNotify(func(tx storage.Tx) ([]string, error) {
 		grp, err := ownerOf(tx, g, c.User)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		users, err := newcomers(tx, c.User, r.Users, &grp)
 		if err != nil || len(users) == 0 {
-			return err
+			return nil, err
 		}
 		if len(grp.Members)+len(users) > s.o.MaxGroupMembers {
-			return imqtt.Errorf(imqtt.CodeBadRequest, "a group has at most %d members", s.o.MaxGroupMembers)
+			return nil, imqtt.Errorf(imqtt.CodeBadRequest, "a group has at most %d members", s.o.MaxGroupMembers)
 		}
+		var notify []string
 		for _, m := range grp.Members {
 			for _, u := range users {
 				if err := appendEvent(tx, m.User, imqtt.Event{Type: imqtt.EvGroupMemberAdded, TS: ts, Group: g, User: u}); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			notify = append(notify, m.User)
 		}
 		if err := join(tx, &grp, users, c.User, ts); err != nil {
-			return err
+			return nil, err
 		}
-		notify = append(notify, users...)
-		return tx.PutGroup(grp)
+		return append(notify, users...), tx.PutGroup(grp)
 	})
-	if err != nil {
-		return nil, err
-	}
-	s.o.Notifier.Appended(notify...)
-	return nil, nil
+	return nil, err
 }
 
 // depart removes user from grp (kicked by by, or leaving when by == user):
@@ -266,27 +257,20 @@ func (s *Service) groupKick(c Caller, r *imqtt.Request) (any, error) {
 		return nil, err
 	}
 	ts := s.now()
-	var notify []string
-	err = s.o.Store.Update(func(tx storage.Tx) error {
-		notify = nil
+	err = s.updateNotify(func(tx storage.Tx) ([]string, error) {
 		grp, err := ownerOf(tx, g, c.User)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if u == c.User {
-			return imqtt.Errorf(imqtt.CodeBadRequest, "the owner cannot kick itself; use group.leave")
+			return nil, imqtt.Errorf(imqtt.CodeBadRequest, "the owner cannot kick itself; use group.leave")
 		}
 		if grp.IndexOf(u) < 0 {
-			return imqtt.Errorf(imqtt.CodeNotMember, "%s is not a member of group %s", u, g)
+			return nil, imqtt.Errorf(imqtt.CodeNotMember, "%s is not a member of group %s", u, g)
 		}
-		notify, err = depart(tx, grp, u, c.User, ts)
-		return err
+		return depart(tx, grp, u, c.User, ts)
 	})
-	if err != nil {
-		return nil, err
-	}
-	s.o.Notifier.Appended(notify...)
-	return nil, nil
+	return nil, err
 }
 
 func (s *Service) groupLeave(c Caller, r *imqtt.Request) (any, error) {
@@ -295,21 +279,14 @@ func (s *Service) groupLeave(c Caller, r *imqtt.Request) (any, error) {
 		return nil, err
 	}
 	ts := s.now()
-	var notify []string
-	err = s.o.Store.Update(func(tx storage.Tx) error {
-		notify = nil
+	err = s.updateNotify(func(tx storage.Tx) ([]string, error) {
 		grp, err := memberOf(tx, g, c.User)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		notify, err = depart(tx, grp, c.User, c.User, ts)
-		return err
+		return depart(tx, grp, c.User, c.User, ts)
 	})
-	if err != nil {
-		return nil, err
-	}
-	s.o.Notifier.Appended(notify...)
-	return nil, nil
+	return nil, err
 }
 
 type groupInfoJSON struct {

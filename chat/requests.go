@@ -85,43 +85,35 @@ func (s *Service) friendRequest(c Caller, r *imqtt.Request) (any, error) {
 		return nil, imqtt.Errorf(imqtt.CodeBadRequest, "cannot send a friend request to oneself")
 	}
 	ts := s.now()
-	var notify []string
-	err = s.o.Store.Update(func(tx storage.Tx) error {
-		notify = nil
+	err = s.updateNotify(func(tx storage.Tx) ([]string, error) {
 		if err := requireUser(tx, to); err != nil {
-			return err
+			return nil, err
 		}
 		if err := acl.CanRequestFriend(tx, c.User, to); errors.Is(err, imqtt.ErrNotAllowed) {
-			return imqtt.Errorf(imqtt.CodeNotAllowed, "a block stands between %s and %s", c.User, to)
+			return nil, imqtt.Errorf(imqtt.CodeNotAllowed, "a block stands between %s and %s", c.User, to)
 		} else if err != nil {
-			return err
+			return nil, err
 		}
 		if friends, err := tx.AreFriends(c.User, to); err != nil || friends {
-			return err
+			return nil, err
 		}
 		if _, pending, err := tx.FriendRequest(c.User, to); err != nil || pending {
-			return err
+			return nil, err
 		}
 		_, reverse, err := tx.FriendRequest(to, c.User)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if reverse {
 			// Both asked: they are friends at once.
-			notify = []string{c.User, to}
-			return befriend(tx, c.User, to, ts)
+			return []string{c.User, to}, befriend(tx, c.User, to, ts)
 		}
-		notify = []string{to}
 		if err := tx.PutFriendRequest(storage.FriendRequest{From: c.User, To: to, Note: note, TS: ts}); err != nil {
-			return err
+			return nil, err
 		}
-		return appendEvent(tx, to, imqtt.Event{Type: imqtt.EvFriendRequest, TS: ts, From: c.User, Note: note})
+		return []string{to}, appendEvent(tx, to, imqtt.Event{Type: imqtt.EvFriendRequest, TS: ts, From: c.User, Note: note})
 	})
-	if err != nil {
-		return nil, err
-	}
-	s.o.Notifier.Appended(notify...)
-	return nil, nil
+	return nil, err
 }
 
 // befriend turns a pending request (either way) into a friendship and tells

@@ -12,26 +12,25 @@ import (
 // devices is the caller's part.
 func (s *Service) RemoveUser(user string) error {
 	ts := s.now()
-	var notify []string
-	err := s.o.Store.Update(func(tx storage.Tx) error {
-		notify = nil
+	return s.updateNotify(func(tx storage.Tx) ([]string, error) {
+		var notify []string
 		if err := requireUser(tx, user); err != nil {
-			return err
+			return nil, err
 		}
 		friends, err := tx.Friends(user)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		states, err := tx.ConvStates(user)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, f := range friends {
 			if err := tx.Unfriend(user, f); err != nil {
-				return err
+				return nil, err
 			}
 			if err := appendEvent(tx, f, imqtt.Event{Type: imqtt.EvFriendRemoved, TS: ts, User: user}); err != nil {
-				return err
+				return nil, err
 			}
 			notify = append(notify, f)
 		}
@@ -42,24 +41,19 @@ func (s *Service) RemoveUser(user string) error {
 			}
 			grp, ok, err := tx.Group(g)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !ok || grp.IndexOf(user) < 0 {
 				continue
 			}
 			n, err := depart(tx, grp, user, user, ts)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			notify = append(notify, n...)
 		}
-		return tx.DeleteUser(user)
+		return notify, tx.DeleteUser(user)
 	})
-	if err != nil {
-		return err
-	}
-	s.o.Notifier.Appended(notify...)
-	return nil
 }
 
 // Offline is a Notifier for tools that work on a store no broker serves:
