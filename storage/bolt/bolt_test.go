@@ -791,3 +791,32 @@ func TestUpdateAfterClose(t *testing.T) {
 		t.Errorf("Update after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestOpenKeepsRetiredBucket(t *testing.T) {
+	// Stores made before conv_meta was dropped from the layout still hold
+	// it (empty): they open, work, and keep it.
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, bolt.SchemaVersion)
+	path := writeRawStore(t, b, "users", "conv_meta")
+	db, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatalf("Open a store with the retired conv_meta bucket: %v", err)
+	}
+	mustCreateUser(t, db, "alice")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := raw.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket([]byte("conv_meta")) == nil || tx.Bucket([]byte("users")).Get([]byte("alice")) == nil {
+			return errors.New("conv_meta or alice missing after reopen")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

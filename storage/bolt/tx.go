@@ -15,20 +15,19 @@ import (
 )
 
 var (
-	bucketFriends  = []byte("friends")   // a \x00 b -> ts (both directions)
-	bucketReqIn    = []byte("req_in")    // to \x00 from -> requestRec
-	bucketReqOut   = []byte("req_out")   // from \x00 to -> requestRec
-	bucketBlocks   = []byte("blocks")    // a \x00 b -> ts: a blocked b
-	bucketStreams  = []byte("streams")   // user -> bucket: pos -> entry
-	bucketMsgs     = []byte("msgs")      // conv -> bucket: seq -> message JSON
-	bucketMsgIDs   = []byte("msg_ids")   // conv \x00 sender \x00 id -> seq
-	bucketCursors  = []byte("cursors")   // clientID -> pos
-	bucketConvMeta = []byte("conv_meta") // reserved for conversation metadata
+	bucketFriends = []byte("friends") // a \x00 b -> ts (both directions)
+	bucketReqIn   = []byte("req_in")  // to \x00 from -> requestRec
+	bucketReqOut  = []byte("req_out") // from \x00 to -> requestRec
+	bucketBlocks  = []byte("blocks")  // a \x00 b -> ts: a blocked b
+	bucketStreams = []byte("streams") // user -> bucket: pos -> entry
+	bucketMsgs    = []byte("msgs")    // conv -> bucket: seq -> message JSON
+	bucketMsgIDs  = []byte("msg_ids") // conv \x00 sender \x00 id -> seq
+	bucketCursors = []byte("cursors") // clientID -> pos
 )
 
 func init() {
 	allBuckets = append(allBuckets, bucketFriends, bucketReqIn, bucketReqOut, bucketBlocks,
-		bucketStreams, bucketMsgs, bucketMsgIDs, bucketCursors, bucketConvMeta)
+		bucketStreams, bucketMsgs, bucketMsgIDs, bucketCursors)
 }
 
 // errReadOnly is returned by writes in a View.
