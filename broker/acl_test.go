@@ -263,6 +263,9 @@ func TestChainSysForOperatorsOnly(t *testing.T) {
 func TestChainDMRefusals(t *testing.T) {
 	const maxPayload = 1024
 	big := `{"id":"big","body":"` + strings.Repeat("x", maxPayload) + `"}`
+	// Far over the limit, but under the packet cap: still too_large, not a
+	// dropped connection.
+	huge := `{"id":"huge","body":"` + strings.Repeat("x", 50*maxPayload) + `"}`
 	cases := []struct {
 		name    string
 		peer    string
@@ -287,6 +290,7 @@ func TestChainDMRefusals(t *testing.T) {
 		{"truncated", "bob", 1, `{"id":"tr","body":"hi`, "bad_request", "", 0x99},
 		{"binary", "bob", 1, "\x00\xff\xfe\x01", "bad_request", "", 0x99},
 		{"over max_payload", "bob", 1, big, "too_large", "", 0x99},
+		{"50 x max_payload", "bob", 1, huge, "too_large", "", 0x99},
 		{"invalid peer id", "Bob", 1, `{"id":"p1","body":"hi"}`, "not_allowed", "p1", 0x87},
 		{"not friends at QoS 0", "carol", 0, `{"id":"q0","body":"hi"}`, "not_friends", "q0", 0x87},
 		{"bad payload at QoS 0", "bob", 0, `{"id":"q0b"}`, "bad_request", "q0b", 0x99},

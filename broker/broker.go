@@ -25,6 +25,16 @@ import (
 // header, topic, packet id and MQTT 5 properties.
 const packetOverhead = 4096
 
+// maxPacketSize is the largest MQTT packet read; a larger one ends the
+// connection before it is read into memory (mochi allows nothing else).
+// It leaves room above max_payload (twice it, and at least 64 KiB more)
+// so that an oversized IM payload is read and refused with too_large,
+// as PROTOCOL.md section 3 says, rather than cutting the connection;
+// only packets far beyond the limit hit the hard cap.
+func maxPacketSize(maxPayload int) int {
+	return maxPayload + max(maxPayload, 64<<10) + packetOverhead
+}
+
 // Broker is a running imqtt.
 type Broker struct {
 	cfg    Config
@@ -88,7 +98,7 @@ func New(cfg Config) (*Broker, error) {
 	db.ObserveCommits(b.obs.commitDone)
 
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = uint32(cfg.MaxPayload + packetOverhead)
+	caps.MaximumPacketSize = uint32(maxPacketSize(cfg.MaxPayload))
 	// IM deliveries are written by the hook, not queued by mochi: its
 	// per-client queue carries only plain-topic and $SYS traffic. mochi
 	// drops a QoS 1 publish (after acknowledging it to the sender) when the
@@ -126,6 +136,7 @@ func New(cfg Config) (*Broker, error) {
 		Streams:           db,
 		BacklogMaxEntries: cfg.Backlog.MaxEntries,
 		BacklogMaxAge:     cfg.Backlog.MaxAge,
+		SubscribeGrace:    cfg.SubscribeGrace,
 		Observer:          b.obs,
 		Limits: hooks.Limits{
 			MaxClients:             cfg.MaxClients,
@@ -245,7 +256,7 @@ func (b *Broker) Start() error {
 		b.addrs["mqtt"] = mqttLn.Addr().String()
 	}
 	if wsLn != nil {
-		if err := b.server.AddListener(&wsListener{id: "ws", ln: wsLn, guard: b.guard, maxSz: int64(b.cfg.MaxPayload + packetOverhead),
+		if err := b.server.AddListener(&wsListener{id: "ws", ln: wsLn, guard: b.guard, maxSz: int64(maxPacketSize(b.cfg.MaxPayload)),
 			closeClients: b.closeListenerClients}); err != nil {
 			return fail(err)
 		}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,11 @@ type Config struct {
 	MaxClients int64 `yaml:"max_clients"`
 	// MaxGroupMembers caps a group's size.
 	MaxGroupMembers int `yaml:"max_group_members"`
+	// SubscribeGrace is how long after a SUBSCRIBE a device's delivery
+	// waits at a stored entry none of its subscriptions match yet, before
+	// passing it over: a client that subscribes topic by topic gets its
+	// whole backlog. 0 passes such entries over at once.
+	SubscribeGrace time.Duration `yaml:"subscribe_grace"`
 
 	// LogWriter receives the logs; nil means os.Stderr. Not in YAML.
 	LogWriter io.Writer `yaml:"-"`
@@ -101,6 +107,7 @@ func Default() Config {
 		MaxKeepalive:    300,
 		MaxClients:      100000,
 		MaxGroupMembers: 500,
+		SubscribeGrace:  5 * time.Second,
 	}
 }
 
@@ -196,14 +203,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("dm_policy: %q must be friends or anyone", c.DMPolicy)
 	}
-	if c.MaxPayload < 256 || c.MaxPayload > 16<<20 {
-		return fmt.Errorf("max_payload: %d must be between 256 and 16777216", c.MaxPayload)
+	if c.MaxPayload < 1 || c.MaxPayload > 16<<20 {
+		return fmt.Errorf("max_payload: %d must be between 1 and 16777216", c.MaxPayload)
 	}
 	if c.Backlog.MaxEntries < 1 {
 		return fmt.Errorf("backlog.max_entries: %d must be at least 1", c.Backlog.MaxEntries)
 	}
-	if c.Backlog.MaxAge < time.Minute {
-		return fmt.Errorf("backlog.max_age: %s must be at least 1m", c.Backlog.MaxAge)
+	if c.Backlog.MaxAge < time.Second {
+		return fmt.Errorf("backlog.max_age: %s must be at least 1s", c.Backlog.MaxAge)
 	}
 	if _, err := acl.NewTopics(c.OpenTopics, c.DenyTopics, c.Conformance); err != nil {
 		return err
@@ -237,6 +244,9 @@ func (c *Config) Validate() error {
 	if c.MaxGroupMembers < 2 || c.MaxGroupMembers > 100000 {
 		return fmt.Errorf("max_group_members: %d must be between 2 and 100000", c.MaxGroupMembers)
 	}
+	if c.SubscribeGrace < 0 || c.SubscribeGrace > time.Minute {
+		return fmt.Errorf("subscribe_grace: %s must be between 0s and 1m", c.SubscribeGrace)
+	}
 	if c.MaxClients < 1 {
 		return fmt.Errorf("max_clients: %d must be at least 1", c.MaxClients)
 	}
@@ -246,6 +256,19 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("conformance: refused because %s %q is not a loopback address", l.key, l.addr)
 			}
 		}
+	}
+	return nil
+}
+
+// CheckFiles checks what Validate does not read: the TLS certificate and
+// key files, so that `serve` can refuse a missing or bad one as a
+// configuration error naming the keys rather than fail at Start.
+func (c Config) CheckFiles() error {
+	if c.TLS.Cert == "" || c.TLS.Key == "" {
+		return nil
+	}
+	if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
+		return fmt.Errorf("tls.cert/tls.key: %q and %q: %w", c.TLS.Cert, c.TLS.Key, err)
 	}
 	return nil
 }

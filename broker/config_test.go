@@ -66,7 +66,7 @@ func TestParseConfigBadValue(t *testing.T) {
 		{"unknown nested key", "limits: {messages_per_sec: 5}", "messages_per_sec"},
 		{"dm_policy", "dm_policy: maybe", "dm_policy"},
 		{"max_payload negative", "max_payload: -1", "max_payload"},
-		{"max_payload too small", "max_payload: 100", "max_payload"},
+		{"max_payload zero", "max_payload: 0", "max_payload"},
 		{"max_payload too large", "max_payload: 17000000", "max_payload"},
 		{"listen.mqtt", `listen: {mqtt: nonsense}`, "listen.mqtt"},
 		{"listen.ws", `listen: {ws: "1882"}`, "listen.ws"},
@@ -77,7 +77,9 @@ func TestParseConfigBadValue(t *testing.T) {
 		{"conformance with public HTTP", `{conformance: true, listen: {mqtt: "127.0.0.1:1", ws: off, http: "0.0.0.0:8080"}}`, "conformance"},
 		{"log.level", "log: {level: loud}", "log.level"},
 		{"log.format", "log: {format: xml}", "log.format"},
-		{"backlog.max_age", "backlog: {max_age: 1s}", "backlog.max_age"},
+		{"backlog.max_age", "backlog: {max_age: 500ms}", "backlog.max_age"},
+		{"subscribe_grace negative", "subscribe_grace: -1s", "subscribe_grace"},
+		{"subscribe_grace too long", "subscribe_grace: 2m", "subscribe_grace"},
 		{"backlog.max_entries", "backlog: {max_entries: 0}", "backlog.max_entries"},
 		{"open_topics on im/", `open_topics: ["im/#"]`, "open_topics"},
 		{"limits.messages_per_second", "limits: {messages_per_second: 0}", "limits.messages_per_second"},
@@ -149,6 +151,7 @@ func cfgFull() broker.Config {
 		MaxKeepalive:    120,
 		MaxClients:      5000,
 		MaxGroupMembers: 50,
+		SubscribeGrace:  2 * time.Second,
 	}
 }
 

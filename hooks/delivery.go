@@ -53,6 +53,11 @@ type device struct {
 	out      bytes.Buffer // packets encoded by step, written by flush
 	outN     int64
 	parked   *packets.Packet // see park
+	// holdUntil is when the grace after the latest SUBSCRIBE ends: until
+	// then delivery stops at an entry no subscription matches instead of
+	// passing it over, since the client may be about to subscribe to it.
+	holdUntil time.Time
+	holdTimer *time.Timer
 }
 
 func (h *Hook) newDevice(cl *mqtt.Client, user string) *device {
@@ -175,6 +180,29 @@ func qosFor(subs []inboxSub, topic string) int {
 	return q
 }
 
+// hold starts the grace after a SUBSCRIBE: a client that subscribes topic
+// by topic (res first, then dm/+, then ev, each in its own SUBSCRIBE) would
+// otherwise see the entries its first subscriptions do not match passed
+// over, and lose that part of its backlog. When the grace ends the device
+// is kicked, to pass over what is still unmatched.
+func (d *device) hold() {
+	g := d.h.o.SubscribeGrace
+	if g <= 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.holdUntil = time.Now().Add(g)
+	if d.holdTimer == nil {
+		d.holdTimer = time.AfterFunc(g, d.kick)
+	} else {
+		d.holdTimer.Reset(g)
+	}
+}
+
 // kick makes the device look at its stream again.
 func (d *device) kick() {
 	d.mu.Lock()
@@ -207,7 +235,7 @@ func (d *device) step() bool {
 		d.mu.Unlock()
 		return false
 	}
-	after, subs := d.next, d.subs
+	after, subs, holdUntil := d.next, d.subs, d.holdUntil
 	d.again = false
 	d.mu.Unlock()
 
@@ -241,6 +269,12 @@ func (d *device) step() bool {
 			topic = imqtt.InboxTopic(d.user, e.Conv)
 		}
 		qos := qosFor(subs, topic)
+		if qos < 0 && e.TS >= oldest && e.Payload != nil && time.Now().Before(holdUntil) {
+			// Held: a SUBSCRIBE may still come for it; the grace timer
+			// or that SUBSCRIBE kicks again.
+			stop = true
+			break
+		}
 		if qos < 0 || e.TS < oldest || e.Payload == nil {
 			// Not subscribed, older than the backlog bound, or a message
 			// of a deleted group: passed over.
@@ -301,8 +335,13 @@ func (d *device) step() bool {
 	}
 	if stop {
 		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.again {
+			// Kicked while reading (a SUBSCRIBE, an acknowledgement):
+			// what stopped this step may have changed.
+			return true
+		}
 		d.running = false
-		d.mu.Unlock()
 		return false
 	}
 	return true
@@ -451,6 +490,9 @@ func (d *device) close() {
 		return
 	}
 	d.closed = true
+	if d.holdTimer != nil {
+		d.holdTimer.Stop()
+	}
 	if d.parked != nil {
 		d.parked = nil
 		atomic.AddInt64(&d.h.o.Server.Info.Inflight, -1)

@@ -76,6 +76,9 @@ type Options struct {
 	// gets (0: unbounded).
 	BacklogMaxEntries int
 	BacklogMaxAge     time.Duration
+	// SubscribeGrace is how long after a SUBSCRIBE delivery waits at an
+	// entry no subscription of the device matches (0: it passes it over).
+	SubscribeGrace time.Duration
 	// Observer counts events; nil counts nothing.
 	Observer Observer
 	// Limits are the abuse limits.
@@ -578,6 +581,7 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	if d := h.device(cl); d != nil {
 		d.unpark()
 		d.setSubs()
+		d.hold()
 	}
 }
 
