@@ -126,6 +126,10 @@ func serve(args []string, stderr io.Writer, sig <-chan os.Signal) int {
 		fmt.Fprintf(stderr, "imqtt serve: %v\n", err)
 		return exitUsage
 	}
+	if err := cfg.CheckFiles(); err != nil {
+		fmt.Fprintf(stderr, "imqtt serve: %v\n", err)
+		return exitUsage
+	}
 	cfg.LogWriter = stderr
 	if err := checkStore(cfg.Data); err != nil {
 		fmt.Fprintf(stderr, "imqtt serve: %v\n", err)

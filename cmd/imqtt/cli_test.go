@@ -365,3 +365,31 @@ log: {level: error, format: json}
 }
 
 func timeoutC() <-chan time.Time { return time.After(brokertest.Timeout) }
+
+// A TLS certificate or key that cannot be loaded is a configuration error:
+// exit 2 naming the keys, before any store is created.
+func TestServeBadTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, cert, key string }{
+		{"missing files", filepath.Join(dir, "none.pem"), filepath.Join(dir, "none.key")},
+		{"not PEM", junk, junk},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "imqtt.yaml")
+			yaml := fmt.Sprintf("tls: {cert: %q, key: %q}\n", tc.cert, tc.key)
+			if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			data := t.TempDir()
+			cli(t, "serve", "--config", cfg, "--data", data, "--mqtt", "127.0.0.1:0", "--ws", "off", "--http", "off").want(t, exitUsage, "tls.cert")
+			if _, err := os.Stat(filepath.Join(data, "imqtt.db")); err == nil {
+				t.Fatal("store created despite the bad TLS files")
+			}
+		})
+	}
+}
