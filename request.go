@@ -120,12 +120,16 @@ type Response struct {
 	Rid   string     `json:"rid,omitempty"`
 	ID    string     `json:"id,omitempty"`
 	OK    bool       `json:"ok"`
-	Data  any        `json:"data,omitempty"`
+	Data  any        `json:"data,omitempty"` // set on every success, see OKResponse; absent on errors
 	Error *ErrorBody `json:"error,omitempty"`
 }
 
-// OKResponse encodes a success with data (nil for none).
+// OKResponse encodes a success with data. Every success carries "data"
+// (PROTOCOL.md section 5): nil, for an op with nothing to return, becomes {}.
 func OKResponse(rid string, data any) []byte {
+	if data == nil {
+		data = struct{}{}
+	}
 	b, err := json.Marshal(Response{Rid: rid, OK: true, Data: data})
 	if err != nil {
 		return ErrResponse(rid, "", err)

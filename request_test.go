@@ -223,7 +223,8 @@ func TestResponses(t *testing.T) {
 	if got, want := string(ok), `{"rid":"r1","ok":true,"data":{"blocked":[]}}`; got != want {
 		t.Errorf("OKResponse = %s; want %s", got, want)
 	}
-	if got, want := string(imqtt.OKResponse("r2", nil)), `{"rid":"r2","ok":true}`; got != want {
+	// An op with nothing to return still answers with data: {}.
+	if got, want := string(imqtt.OKResponse("r2", nil)), `{"rid":"r2","ok":true,"data":{}}`; got != want {
 		t.Errorf("OKResponse without data = %s; want %s", got, want)
 	}
 	e := imqtt.ErrResponse("r3", "", imqtt.Errorf(imqtt.CodeNotFriends, "alice and bob are not friends"))

@@ -94,6 +94,20 @@ func (e *chatEnv) req(user, payload string) chatResp {
 	if r.OK != (code == "") || (!r.OK && (r.Error == nil || r.Error.Code != string(code))) {
 		e.t.Fatalf("response %s disagrees with code %q", resp, code)
 	}
+	// PROTOCOL.md section 5: every success carries data, an object, and
+	// no error; an error carries no data.
+	var shape map[string]json.RawMessage
+	if err := json.Unmarshal(resp, &shape); err != nil {
+		e.t.Fatalf("response %s: %v", resp, err)
+	}
+	d, hasData := shape["data"]
+	_, hasErr := shape["error"]
+	if r.OK && (!hasData || len(d) == 0 || d[0] != '{' || hasErr) {
+		e.t.Fatalf("success %s: want a data object and no error", resp)
+	}
+	if !r.OK && hasData {
+		e.t.Fatalf("error %s carries data", resp)
+	}
 	return r
 }
 
