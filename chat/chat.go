@@ -171,10 +171,10 @@ func (s *Service) send(me string, conv imqtt.ConvID, payload []byte, members fun
 		// Stamped inside the commit, which runs functions one after
 		// another: later seqs never carry earlier times.
 		m.TS = s.now()
-		users, err := members(tx)
-		if err != nil {
-			return err
-		}
+		// A resend of a stored message is acknowledged with its seq
+		// before the rules are checked: the sender may have lost the
+		// right to send since (unfriended, blocked, left the group), and
+		// refusing the retry would report a stored message as refused.
 		if in.ID != "" {
 			seq, _, ok, err := tx.MessageByID(conv, me, in.ID)
 			if err != nil {
@@ -184,6 +184,10 @@ func (s *Service) send(me string, conv imqtt.ConvID, payload []byte, members fun
 				res.Seq, res.Duplicate = seq, true
 				return nil
 			}
+		}
+		users, err := members(tx)
+		if err != nil {
+			return err
 		}
 		seq, err := tx.AppendMessage(conv, me, in.ID, m.TS, func(seq uint64) []byte {
 			mm := m
