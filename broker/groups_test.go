@@ -395,6 +395,14 @@ func TestGroupCreate(t *testing.T) {
 		bo.groupEvent(t, "group.joined", g2, "by", "bob")
 		// The name defaults to the id, also a generated one.
 		imWantInfo(t, bo, g2, g2, "bob", "bob")
+		// An empty name is an absent one.
+		d3 := bo.ok(t, "group.create", imArgs{"name": ""})
+		g3, _ := d3["group"].(string)
+		if !imqtt.ValidID(g3) || g3 == g || g3 == g2 {
+			t.Fatalf("third generated id %q (earlier %q, %q)", g3, g, g2)
+		}
+		bo.groupEvent(t, "group.joined", g3, "by", "bob")
+		imWantInfo(t, bo, g3, g3, "bob", "bob")
 	})
 	t.Run("refused", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -409,7 +417,6 @@ func TestGroupCreate(t *testing.T) {
 			{"invalid member id", imArgs{"group": "g1", "members": []string{"Bob"}}, imqtt.CodeBadRequest},
 			{"members not an array", imArgs{"group": "g1", "members": "bob"}, imqtt.CodeBadRequest},
 			{"name too long", imArgs{"group": "g1", "name": strings.Repeat("é", 65)}, imqtt.CodeBadRequest},
-			{"empty name", imArgs{"group": "g1", "name": ""}, imqtt.CodeBadRequest},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				a.fail(t, "group.create", tc.args, tc.code)
@@ -424,8 +431,10 @@ func TestGroupCreate(t *testing.T) {
 		a.ok(t, "group.create", imArgs{"group": "marker", "members": []string{"bob"}})
 		bo.groupEvent(t, "group.joined", "marker", "by", "alice")
 		bo.kept(t, "group.joined of a refused creation", bo.isEvent("group.joined", func(ev map[string]any) bool { return ev["group"] == "g1" }))
-		// A 64-character name is fine.
+		// A 64-character name is fine; an empty one is the group id.
 		a.ok(t, "group.create", imArgs{"group": "g64", "name": strings.Repeat("é", 64)})
+		a.ok(t, "group.create", imArgs{"group": "g0", "name": ""})
+		imWantInfo(t, a, "g0", "g0", "alice", "alice")
 	})
 }
 

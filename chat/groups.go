@@ -128,9 +128,11 @@ func (s *Service) groupCreate(c Caller, r *imqtt.Request) (any, error) {
 			return nil, err
 		}
 	}
-	name := id
+	// An empty name is taken as an absent one: the group id, set below
+	// once a generated id is known.
+	var name string
 	if r.Name != nil {
-		if err := imqtt.CheckLen("name", *r.Name, 1, imqtt.MaxGroupNameLen); err != nil {
+		if err := imqtt.CheckLen("name", *r.Name, 0, imqtt.MaxGroupNameLen); err != nil {
 			return nil, err
 		}
 		name = *r.Name
