@@ -69,8 +69,8 @@ func (s *Service) history(c Caller, r *imqtt.Request) (any, error) {
 	}
 	var before, after uint64
 	if r.Before != nil {
-		if *r.Before < 1 {
-			return nil, imqtt.Errorf(imqtt.CodeBadRequest, "before: must be a seq of at least 1")
+		if *r.Before < 0 {
+			return nil, imqtt.Errorf(imqtt.CodeBadRequest, "before: must not be negative")
 		}
 		before = uint64(*r.Before)
 	}
@@ -86,6 +86,11 @@ func (s *Service) history(c Caller, r *imqtt.Request) (any, error) {
 		id, _, floor, err := convMembers(tx, conv, c.User)
 		if err != nil {
 			return err
+		}
+		if r.Before != nil && before == 0 {
+			// Nothing comes before seq 0; the store reads Before 0 as
+			// "no bound" and would return the latest page.
+			return nil
 		}
 		msgs, err = tx.History(id, floor, q)
 		return err
