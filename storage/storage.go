@@ -102,7 +102,8 @@ type Tx interface {
 	UserExists(id string) (bool, error)
 	// DeleteUser removes a user and everything keyed by it: device
 	// bindings, cursors, tokens, friendships, requests and blocks both ways,
-	// conversation states and its delivery stream. ErrNoSuchUser if unknown.
+	// conversation states, its idempotency entries in those conversations
+	// and its delivery stream. ErrNoSuchUser if unknown.
 	DeleteUser(id string) error
 
 	AreFriends(a, b string) (bool, error)
@@ -205,8 +206,9 @@ func (g *Group) IndexOf(user string) int {
 type ConvState struct {
 	Conv    imqtt.ConvID
 	ReadSeq uint64
-	// JoinSeq is the first seq the user may not read (group members added
-	// later see only what follows it); 0 for DMs.
+	// JoinSeq is the last seq the user may not read: group members added
+	// later, and a user whose id was removed and created again in a DM
+	// begun before, see only what follows it. 0 otherwise.
 	JoinSeq uint64
 	// TS is when the user joined (groups) or the DM began.
 	TS int64

@@ -602,7 +602,23 @@ func (t *tx) DeleteUser(id string) error {
 			return err
 		}
 	}
-	if err := deleteKeys(t.tx.Bucket(bucketUserConvs), prefix); err != nil {
+	// The idempotency entries of its messages, per conversation it is in:
+	// a new user with the same id must not have its ids taken for resends
+	// of the old user's messages (they would be acknowledged with the old
+	// seq, and never stored or delivered). The messages themselves stay.
+	convs := t.tx.Bucket(bucketUserConvs)
+	var idPrefixes [][]byte
+	c = convs.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+		idPrefixes = append(idPrefixes, msgIDKey(imqtt.ConvID(k[len(prefix):]), id, ""))
+	}
+	ids := t.tx.Bucket(bucketMsgIDs)
+	for _, p := range idPrefixes {
+		if err := deleteKeys(ids, p); err != nil {
+			return err
+		}
+	}
+	if err := deleteKeys(convs, prefix); err != nil {
 		return err
 	}
 	if t.tx.Bucket(bucketStreams).Bucket([]byte(id)) != nil {
