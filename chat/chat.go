@@ -207,7 +207,11 @@ func (s *Service) send(me string, conv imqtt.ConvID, payload []byte, members fun
 				return err
 			}
 			if !ok {
-				st = storage.ConvState{Conv: conv, TS: m.TS}
+				// A DM's first message gives both users their state, so
+				// a DM with earlier messages and no state for u means u's
+				// id was removed and created again: like a group member
+				// added later, u starts after what was there before.
+				st = storage.ConvState{Conv: conv, ReadSeq: seq - 1, JoinSeq: seq - 1, TS: m.TS}
 			} else if u != me {
 				continue
 			}

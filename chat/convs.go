@@ -18,8 +18,9 @@ func init() {
 }
 
 // convMembers checks that user is in conv and returns its members and the
-// seq after which user may read (group members added later see only what
-// follows their joining).
+// seq after which user may read: group members added later see only what
+// follows their joining, and so does, in a DM, a user whose id was removed
+// and created again (see send).
 func convMembers(tx storage.Tx, conv, user string) (id imqtt.ConvID, members []string, floor uint64, err error) {
 	a, b, g, err := imqtt.ParseConv(conv)
 	if err != nil {
@@ -29,7 +30,21 @@ func convMembers(tx storage.Tx, conv, user string) (id imqtt.ConvID, members []s
 		if user != a && user != b {
 			return "", nil, 0, imqtt.Errorf(imqtt.CodeNotMember, "%s is not in conversation %s", user, conv)
 		}
-		return imqtt.ConvID(conv), []string{a, b}, 0, nil
+		id = imqtt.ConvID(conv)
+		st, ok, err := tx.ConvState(user, id)
+		if err != nil {
+			return "", nil, 0, err
+		}
+		floor = st.JoinSeq
+		if !ok {
+			// Both users of a DM get their state with its first
+			// message; without one, user's id was created again since
+			// and sees none of the earlier messages.
+			if floor, err = tx.LastSeq(id); err != nil {
+				return "", nil, 0, err
+			}
+		}
+		return id, []string{a, b}, floor, nil
 	}
 	grp, err := memberOf(tx, g, user)
 	if err != nil {
@@ -124,7 +139,7 @@ func (s *Service) read(c Caller, r *imqtt.Request) (any, error) {
 	var readSeq uint64
 	err = s.o.Store.Update(func(tx storage.Tx) error {
 		notify = nil
-		id, members, _, err := convMembers(tx, conv, c.User)
+		id, members, floor, err := convMembers(tx, conv, c.User)
 		if err != nil {
 			return err
 		}
@@ -140,7 +155,9 @@ func (s *Service) read(c Caller, r *imqtt.Request) (any, error) {
 			return err
 		}
 		if !ok {
-			st = storage.ConvState{Conv: id, TS: ts}
+			// Read marks start where the user may read from: a mark
+			// below it would count messages it cannot see as unread.
+			st = storage.ConvState{Conv: id, ReadSeq: floor, JoinSeq: floor, TS: ts}
 		}
 		readSeq = st.ReadSeq
 		if seq <= st.ReadSeq {

@@ -46,7 +46,9 @@ func (s *Service) RemoveUser(user string) error {
 			if !ok || grp.IndexOf(user) < 0 {
 				continue
 			}
-			n, err := depart(tx, grp, user, user, ts)
+			// The state stays for DeleteUser: it names the groups
+			// whose idempotency entries of the user go with it.
+			n, err := leaveGroup(tx, grp, user, user, ts)
 			if err != nil {
 				return nil, err
 			}
