@@ -103,6 +103,26 @@ func (h *Hook) setCursor(clientID string, pos uint64) {
 	h.dirtyMu.Unlock()
 }
 
+// forgetCursor drops the in-memory cursor of a client that went away, once
+// the store has it (no save is pending; a pending one is dropped by the
+// flusher after saving). Kept, it would outlive the client id's binding:
+// bound again after its user was removed, the id would get the old owner's
+// position from cursorOf and skip the new owner's first entries.
+func (h *Hook) forgetCursor(clientID string) {
+	v, ok := h.cursors.Load(clientID)
+	if !ok {
+		return
+	}
+	h.dirtyMu.Lock()
+	_, pending := h.dirty[clientID]
+	h.dirtyMu.Unlock()
+	if !pending {
+		// A device of the same id that saves a position meanwhile finds
+		// it pending in dirty, so the store still gets it.
+		h.cursors.CompareAndDelete(clientID, v)
+	}
+}
+
 // flushCursors persists acknowledged positions.
 func (h *Hook) flushCursors() {
 	h.dirtyMu.Lock()

@@ -453,6 +453,7 @@ func (h *Hook) ClientGone(cl *mqtt.Client, err error) {
 // whether that took the user's last device away.
 func (h *Hook) dropDevice(d *device) (last bool) {
 	d.close()
+	h.forgetCursor(d.id)
 	h.devMu.Lock()
 	defer h.devMu.Unlock()
 	m := h.devices[d.user]
