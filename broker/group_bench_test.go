@@ -206,6 +206,19 @@ func imSeedDM(b *testing.B, br *brokertest.B, n int) {
 		}
 		done += batch
 	}
+	// Both users' conversation states, as a sent DM leaves them: without
+	// one, a user counts as joined at the last seq and reads nothing.
+	err := br.Store().Update(func(tx storage.Tx) error {
+		for _, u := range []string{"alice", "bob"} {
+			if err := tx.PutConvState(u, storage.ConvState{Conv: conv, TS: time.Now().UnixMilli()}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkHistory measures what history requests cost in memory over a
