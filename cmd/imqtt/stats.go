@@ -26,14 +26,15 @@ func stats(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("imqtt stats", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() {
-		fmt.Fprint(stderr, "Usage: imqtt stats [--http ADDR] [--user OPERATOR --password P]\n\n"+
-			"Prints a running broker's figures (GET /stats). A broker whose HTTP listener is not on\n"+
-			"loopback wants an operator's credentials (the password may also come from $IMQTT_PASSWORD).\n\n")
+		fmt.Fprint(stderr, "Usage: imqtt stats [--http ADDR] [--user USER --password P]\n\n"+
+			"Prints a running broker's figures (GET /stats, which needs no credentials). --user and\n"+
+			"--password are sent as HTTP basic auth, for a proxy in front of the broker that wants\n"+
+			"them (the password may also come from $IMQTT_PASSWORD).\n\n")
 		flags.PrintDefaults()
 	}
 	addr := flags.String("http", "127.0.0.1:8080", "the broker's HTTP `address` (host:port or URL)")
-	user := flags.String("user", "", "an operator's user `id`, for a broker not on loopback")
-	password := flags.String("password", "", "the operator's `password` (default $IMQTT_PASSWORD)")
+	user := flags.String("user", "", "a user `name` for HTTP basic auth, for a proxy that wants it")
+	password := flags.String("password", "", "the basic auth `password` (default $IMQTT_PASSWORD)")
 	pos, err := parseInterspersed(flags, args)
 	if err != nil {
 		return exitUsage
@@ -79,7 +80,8 @@ func stats(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "imqtt stats: %s answered %s: %s\n", u, resp.Status, msg)
 		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-			fmt.Fprint(stderr, "(this broker's HTTP listener is not on loopback: give an operator's --user and --password)\n")
+			// imqtt itself never asks: this is a proxy in front of it.
+			fmt.Fprint(stderr, "(imqtt serves /stats without credentials; whatever answered at --http wants them: give --user and --password)\n")
 		}
 		return exitError
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imqtt/imqtt/broker"
 	"github.com/imqtt/imqtt/broker/brokertest"
 )
 
@@ -94,6 +95,31 @@ func TestStatsCommand(t *testing.T) {
 	}
 }
 
+// TestStatsCommandOpenListener runs `imqtt stats` without credentials
+// against brokers whose HTTP listener listens on every address, as the
+// default `imqtt serve` (":8080") does: /stats needs none there either.
+func TestStatsCommandOpenListener(t *testing.T) {
+	for _, bind := range []string{":0", "0.0.0.0:0"} {
+		t.Run(bind, func(t *testing.T) {
+			b := brokertest.Start(t, func(c *broker.Config) { c.Listen.HTTP = bind })
+			b.Users("alice", "bob", "carol")
+			_, port, err := net.SplitHostPort(b.Addr("http"))
+			if err != nil {
+				t.Fatalf("http address %q: %v", b.Addr("http"), err)
+			}
+			for _, addr := range []string{":" + port, "127.0.0.1:" + port, "http://127.0.0.1:" + port} {
+				code, out, errs := runStats("--http", addr)
+				if code != exitOK || errs != "" {
+					t.Fatalf("--http %s: exit %d, stderr %q, want 0 and nothing", addr, code, errs)
+				}
+				if rows := statsTable(t, out); rows["users"] != "3" {
+					t.Errorf("--http %s: users = %q, want 3", addr, rows["users"])
+				}
+			}
+		})
+	}
+}
+
 func TestStatsUnreachable(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,7 +152,7 @@ func TestStatsAnswers(t *testing.T) {
 				http.Error(w, `{"error":"authentication required"}`, http.StatusUnauthorized)
 			},
 			code:   exitError,
-			stderr: []string{"401", "authentication required", "--user and --password"},
+			stderr: []string{"401", "authentication required", "imqtt serves /stats without credentials", "--user and --password"},
 		},
 		{
 			name: "credentials sent",
