@@ -266,11 +266,28 @@ func jsonKind(t reflect.Type) string {
 	return "a number"
 }
 
-// pathUser validates the {user} path value.
+// pathUser returns the {user} path value. An id that breaks the id rule
+// names no user that could exist, so it is as unknown as a valid id nobody
+// has: 404, as PROTOCOL.md section 7 says for an unknown user.
 func pathUser(w http.ResponseWriter, r *http.Request, c *adminCall) (string, bool) {
 	id := r.PathValue("user")
-	if err := imqtt.ValidateID(id); err != nil {
-		c.fail(w, http.StatusBadRequest, imqtt.ErrorMessage(err))
+	if !imqtt.ValidID(id) {
+		c.fail(w, http.StatusNotFound, "no such user "+logSafe(id))
+		return "", false
+	}
+	return id, true
+}
+
+// knownUser returns the {user} path value if such a user exists, else
+// answers 404. Handlers call it before reading the body, so that an unknown
+// user is a 404 whatever was sent with it.
+func (b *Broker) knownUser(w http.ResponseWriter, r *http.Request, c *adminCall) (string, bool) {
+	id, ok := pathUser(w, r, c)
+	if !ok {
+		return "", false
+	}
+	if _, err := b.db.User(id); err != nil {
+		c.failUser(w, id, err)
 		return "", false
 	}
 	return id, true
@@ -380,7 +397,7 @@ func (b *Broker) adminRemoveUser(w http.ResponseWriter, r *http.Request, c *admi
 
 // adminSetPassword is PUT /v1/users/{user}/password.
 func (b *Broker) adminSetPassword(w http.ResponseWriter, r *http.Request, c *adminCall) {
-	id, ok := pathUser(w, r, c)
+	id, ok := b.knownUser(w, r, c)
 	if !ok {
 		return
 	}
@@ -399,16 +416,12 @@ func (b *Broker) adminSetPassword(w http.ResponseWriter, r *http.Request, c *adm
 		c.fail(w, http.StatusBadRequest, imqtt.ErrorMessage(err))
 		return
 	}
-	// Checked first so that an unknown user costs no hashing.
-	if _, err := b.db.User(id); err != nil {
-		c.failUser(w, id, err)
-		return
-	}
 	hash, err := auth.HashPassword(*body.Password)
 	if err != nil {
 		c.internal(w, err)
 		return
 	}
+	// The user may have been removed since knownUser: still a 404.
 	err = b.db.SetPasswordHash(id, hash)
 	if c.failUser(w, id, err) {
 		return
@@ -419,7 +432,7 @@ func (b *Broker) adminSetPassword(w http.ResponseWriter, r *http.Request, c *adm
 
 // adminCreateToken is POST /v1/users/{user}/tokens.
 func (b *Broker) adminCreateToken(w http.ResponseWriter, r *http.Request, c *adminCall) {
-	id, ok := pathUser(w, r, c)
+	id, ok := b.knownUser(w, r, c)
 	if !ok {
 		return
 	}
@@ -439,6 +452,7 @@ func (b *Broker) adminCreateToken(w http.ResponseWriter, r *http.Request, c *adm
 		c.internal(w, err)
 		return
 	}
+	// CreateToken checks the user again, in its own transaction.
 	err = b.db.CreateToken(storage.Token{ID: tid, User: id, Name: body.Name, Hash: hash})
 	if c.failUser(w, id, err) {
 		return
@@ -463,13 +477,9 @@ func validateTokenName(n string) error {
 
 // adminListTokens is GET /v1/users/{user}/tokens.
 func (b *Broker) adminListTokens(w http.ResponseWriter, r *http.Request, c *adminCall) {
-	id, ok := pathUser(w, r, c)
+	// ListTokens of an unknown user is merely empty, hence knownUser.
+	id, ok := b.knownUser(w, r, c)
 	if !ok {
-		return
-	}
-	// ListTokens of an unknown user is merely empty.
-	if _, err := b.db.User(id); err != nil {
-		c.failUser(w, id, err)
 		return
 	}
 	ts, err := b.db.ListTokens(id)
@@ -478,20 +488,21 @@ func (b *Broker) adminListTokens(w http.ResponseWriter, r *http.Request, c *admi
 		return
 	}
 	type tokenJSON struct {
-		ID      string `json:"id"`
-		Name    string `json:"name"`
-		Created string `json:"created"`
+		ID   string `json:"id"`
+		Name string `json:"name"`
+		// Created is in Unix milliseconds, like every time of the protocol.
+		Created int64 `json:"created"`
 	}
 	out := make([]tokenJSON, len(ts))
 	for i, t := range ts {
-		out[i] = tokenJSON{ID: t.ID, Name: t.Name, Created: t.Created.UTC().Format(time.RFC3339)}
+		out[i] = tokenJSON{ID: t.ID, Name: t.Name, Created: t.Created.UnixMilli()}
 	}
 	c.reply(w, http.StatusOK, map[string]any{"tokens": out})
 }
 
 // adminRevokeToken is DELETE /v1/users/{user}/tokens/{id}.
 func (b *Broker) adminRevokeToken(w http.ResponseWriter, r *http.Request, c *adminCall) {
-	id, ok := pathUser(w, r, c)
+	id, ok := b.knownUser(w, r, c)
 	if !ok {
 		return
 	}

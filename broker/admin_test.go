@@ -33,6 +33,12 @@ func admStart(t *testing.T, mod func(*broker.Config)) (*brokertest.B, *adminAPI)
 	return b, &adminAPI{t: t, base: "http://" + b.Addr("http")}
 }
 
+// in returns a copy of a that fails t, for use inside a subtest (failing
+// the parent there ends the test run's goroutine in the wrong test).
+func (a *adminAPI) in(t *testing.T) *adminAPI {
+	return &adminAPI{t: t, base: a.base}
+}
+
 // call sends a request authenticated as user (none if user is "") and
 // returns the status, headers and body.
 func (a *adminAPI) call(user, password, method, path, body string) (int, http.Header, []byte) {
@@ -139,7 +145,7 @@ func TestAdminAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, h, body := a.call(tt.user, tt.password, "GET", "/v1/users", "")
+			got, h, body := a.in(t).call(tt.user, tt.password, "GET", "/v1/users", "")
 			if got != tt.want {
 				t.Fatalf("status %d, want %d; body %s", got, tt.want, body)
 			}
@@ -213,7 +219,7 @@ func TestAdminCreateUser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, h, body := a.call("root", "pw-root", "POST", "/v1/users", tt.body)
+			got, h, body := a.in(t).call("root", "pw-root", "POST", "/v1/users", tt.body)
 			if got != tt.want {
 				t.Fatalf("status %d, want %d; body %s", got, tt.want, body)
 			}
@@ -302,8 +308,8 @@ func TestAdminRemoveUser(t *testing.T) {
 			if msg := admErrorOf(t, out); !strings.Contains(msg, "no such user alice") {
 				t.Errorf("404 error %q", msg)
 			}
-			if msg := admErrorOf(t, a.root("DELETE", "/v1/users/Al!ce", "", http.StatusBadRequest)); !strings.Contains(msg, "invalid id") {
-				t.Errorf("400 error %q", msg)
+			if msg := admErrorOf(t, a.root("DELETE", "/v1/users/Al!ce", "", http.StatusNotFound)); !strings.Contains(msg, "no such user Al!ce") {
+				t.Errorf("404 error %q", msg)
 			}
 			a.root("GET", "/v1/users/alice/tokens", "", http.StatusNotFound)
 			a.root("POST", "/v1/users/alice/tokens", "", http.StatusNotFound)
@@ -340,7 +346,13 @@ func TestAdminSetPassword(t *testing.T) {
 		wantErr          string
 	}{
 		{"unknown user", "/v1/users/ghost/password", `{"password":"x"}`, http.StatusNotFound, "no such user ghost"},
-		{"invalid id", "/v1/users/GHOST/password", `{"password":"x"}`, http.StatusBadRequest, "invalid id"},
+		{"invalid id", "/v1/users/GHOST/password", `{"password":"x"}`, http.StatusNotFound, "no such user GHOST"},
+		// An unknown user is a 404 whatever the body: the user is looked up
+		// before the body is read.
+		{"unknown user, no body", "/v1/users/ghost/password", ``, http.StatusNotFound, "no such user ghost"},
+		{"unknown user, bad JSON", "/v1/users/ghost/password", `{"password"`, http.StatusNotFound, "no such user ghost"},
+		{"unknown user, empty password", "/v1/users/ghost/password", `{"password":""}`, http.StatusNotFound, "no such user ghost"},
+		{"invalid id, bad JSON", "/v1/users/Nobody/password", `{"pass`, http.StatusNotFound, "no such user Nobody"},
 		{"missing password", "/v1/users/alice/password", `{}`, http.StatusBadRequest, `missing field "password"`},
 		{"unknown field", "/v1/users/alice/password", `{"password":"x","old":"y"}`, http.StatusBadRequest, `unknown field "old"`},
 		{"empty password", "/v1/users/alice/password", `{"password":""}`, http.StatusBadRequest, "must not be empty"},
@@ -348,7 +360,7 @@ func TestAdminSetPassword(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if msg := admErrorOf(t, a.root("PUT", tt.path, tt.body, tt.want)); !strings.Contains(msg, tt.wantErr) {
+			if msg := admErrorOf(t, a.in(t).root("PUT", tt.path, tt.body, tt.want)); !strings.Contains(msg, tt.wantErr) {
 				t.Fatalf("error %q does not contain %q", msg, tt.wantErr)
 			}
 		})
@@ -356,6 +368,7 @@ func TestAdminSetPassword(t *testing.T) {
 }
 
 func TestAdminTokens(t *testing.T) {
+	start := time.Now()
 	b, a := admStart(t, nil)
 	phoneID, phone := admNewToken(t, a, "alice", "phone")
 	// No body at all: a token without a name.
@@ -371,8 +384,10 @@ func TestAdminTokens(t *testing.T) {
 	if bytes.Contains(out, []byte(phone)) || bytes.Contains(out, []byte(anon.Token)) || bytes.Contains(out, []byte(phone[len(phone)-43:])) {
 		t.Fatalf("token list shows a secret: %s", out)
 	}
-	var list struct{ Tokens []map[string]string }
-	if err := json.Unmarshal(out, &list); err != nil || len(list.Tokens) != 2 {
+	var list struct{ Tokens []map[string]any }
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	if err := dec.Decode(&list); err != nil || len(list.Tokens) != 2 {
 		t.Fatalf("token list %s: %v", out, err)
 	}
 	names := map[string]string{}
@@ -380,11 +395,21 @@ func TestAdminTokens(t *testing.T) {
 		if len(tk) != 3 {
 			t.Errorf("token entry %v: want exactly id, name, created", tk)
 		}
-		created, err := time.Parse(time.RFC3339, tk["created"])
-		if err != nil || time.Since(created) > time.Minute || time.Until(created) > time.Minute {
-			t.Errorf("created %q: %v", tk["created"], err)
+		id, _ := tk["id"].(string)
+		name, _ := tk["name"].(string)
+		names[id] = name
+		// Unix milliseconds, like every time of the protocol: an integer
+		// JSON number, not a string.
+		n, ok := tk["created"].(json.Number)
+		if !ok {
+			t.Errorf("created %#v is not a JSON number", tk["created"])
+			continue
 		}
-		names[tk["id"]] = tk["name"]
+		ms, err := n.Int64()
+		created := time.UnixMilli(ms)
+		if err != nil || created.Before(start.Add(-time.Second)) || created.After(time.Now().Add(time.Second)) {
+			t.Errorf("created %s (%v) is not Unix milliseconds during the test (from %d)", n, err, start.UnixMilli())
+		}
 	}
 	if names[phoneID] != "phone" || names[anon.ID] != "" || len(names) != 2 {
 		t.Fatalf("tokens %v", list.Tokens)
@@ -438,6 +463,9 @@ func TestAdminTokens(t *testing.T) {
 		{"revoke invalid id", "DELETE", "/v1/users/alice/tokens/not-a-token", "", http.StatusBadRequest, "invalid token id"},
 		{"create for unknown user", "POST", "/v1/users/ghost/tokens", `{"name":"x"}`, http.StatusNotFound, "no such user ghost"},
 		{"list for unknown user", "GET", "/v1/users/ghost/tokens", "", http.StatusNotFound, "no such user ghost"},
+		{"create for unknown user, bad name", "POST", "/v1/users/ghost/tokens", `{"name":1}`, http.StatusNotFound, "no such user ghost"},
+		{"revoke for unknown user", "DELETE", "/v1/users/ghost/tokens/" + anon.ID, "", http.StatusNotFound, "no such user ghost"},
+		{"revoke for unknown user, invalid token id", "DELETE", "/v1/users/ghost/tokens/x", "", http.StatusNotFound, "no such user ghost"},
 		{"name too long", "POST", "/v1/users/alice/tokens", `{"name":"` + strings.Repeat("n", 65) + `"}`, http.StatusBadRequest, "at most 64"},
 		{"name with control character", "POST", "/v1/users/alice/tokens", `{"name":"a\nb"}`, http.StatusBadRequest, "control"},
 		{"name not a string", "POST", "/v1/users/alice/tokens", `{"name":1}`, http.StatusBadRequest, `field "name" must be a string`},
@@ -445,7 +473,7 @@ func TestAdminTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if msg := admErrorOf(t, a.root(tt.method, tt.path, tt.body, tt.want)); !strings.Contains(msg, tt.wantErr) {
+			if msg := admErrorOf(t, a.in(t).root(tt.method, tt.path, tt.body, tt.want)); !strings.Contains(msg, tt.wantErr) {
 				t.Fatalf("error %q does not contain %q", msg, tt.wantErr)
 			}
 		})
@@ -456,6 +484,69 @@ func TestAdminTokens(t *testing.T) {
 		t.Fatalf("remaining token: %v", err)
 	}
 	c.Close()
+}
+
+// TestAdminPathUserUnknown checks every endpoint with a {user} in its path
+// against ids no user has: valid ones nobody took and ones that break the id
+// rule, which no user can have. Both are unknown users: 404 with a JSON
+// error naming the id, whatever the body, and nothing changes.
+func TestAdminPathUserUnknown(t *testing.T) {
+	b, a := admStart(t, nil)
+	tokenID, _ := admNewToken(t, a, "alice", "phone")
+	// A token spares each of the many calls below a bcrypt comparison.
+	_, rootToken := admNewToken(t, a, "root", "ci")
+	endpoints := []struct{ method, path, body string }{
+		{"DELETE", "/v1/users/%s", ""},
+		{"PUT", "/v1/users/%s/password", `{"password":"new-pw"}`},
+		{"PUT", "/v1/users/%s/password", `not json`},
+		{"POST", "/v1/users/%s/tokens", `{"name":"x"}`},
+		{"POST", "/v1/users/%s/tokens", `{"name":5}`},
+		{"GET", "/v1/users/%s/tokens", ""},
+		{"DELETE", "/v1/users/%s/tokens/" + tokenID, ""},
+		{"DELETE", "/v1/users/%s/tokens/not-a-token-id", ""},
+	}
+	ids := []struct {
+		name, path, want string // want: the id as the error names it
+	}{
+		{"valid, unknown", "ghost", "ghost"},
+		{"capitals", "Nobody", "Nobody"},
+		{"a user's id in capitals", "ALICE", "ALICE"},
+		{"leading dot", ".alice", ".alice"},
+		{"space", "a%20b", "a b"},
+		{"over 32 characters", strings.Repeat("a", 33), strings.Repeat("a", 33)},
+		{"control character", "a%0Ab", `a\nb`},
+		{"very long", strings.Repeat("x", 300), strings.Repeat("x", 40) + "..."},
+	}
+	for _, id := range ids {
+		for _, ep := range endpoints {
+			path := strings.Replace(ep.path, "%s", id.path, 1)
+			t.Run(id.name+" "+ep.method+" "+strings.Replace(ep.path, "%s", "{user}", 1)+" "+ep.body, func(t *testing.T) {
+				got, h, body := a.in(t).call("root", rootToken, ep.method, path, ep.body)
+				if got != http.StatusNotFound {
+					t.Fatalf("%s %s: %d %s, want 404", ep.method, path, got, body)
+				}
+				if ct := h.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("Content-Type %q", ct)
+				}
+				if msg := admErrorOf(t, body); msg != "no such user "+id.want {
+					t.Errorf("error %q, want %q", msg, "no such user "+id.want)
+				}
+			})
+		}
+	}
+	// Nothing changed: alice keeps her password and token, and POST with
+	// an invalid id in the body is still a 400, not a 404.
+	c, err := b.Dial(brokertest.Opts{User: "alice", Password: "pw-alice", ClientID: "alice-dev"})
+	if err != nil {
+		t.Fatalf("alice after the refused calls: %v", err)
+	}
+	c.Close()
+	if out := a.root("GET", "/v1/users/alice/tokens", "", http.StatusOK); !strings.Contains(string(out), tokenID) {
+		t.Errorf("alice's token is gone: %s", out)
+	}
+	if msg := admErrorOf(t, a.root("POST", "/v1/users", `{"user":"Nobody","password":"pw"}`, http.StatusBadRequest)); !strings.Contains(msg, "invalid id") {
+		t.Errorf("POST /v1/users with an invalid id: %q", msg)
+	}
 }
 
 func TestAdminListUsersOnline(t *testing.T) {
