@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -26,9 +25,63 @@ type guard struct {
 	log            *slog.Logger
 	// onPanic cleans up after a client whose goroutine panicked.
 	onPanic func(conn net.Conn, r any)
+
+	// The connections being served, so that shutdown can end them and
+	// wait: mochi's Close waits for its clients with a WaitGroup that each
+	// connection Adds to when it starts, and an Add racing that Wait (a
+	// connection accepted as the broker closes) is a misuse the race
+	// detector reports.
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// track registers conn; false once shutdown has begun.
+func (g *guard) track(conn net.Conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	if g.conns == nil {
+		g.conns = map[net.Conn]struct{}{}
+	}
+	g.conns[conn] = struct{}{}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *guard) untrack(conn net.Conn) {
+	g.mu.Lock()
+	delete(g.conns, conn)
+	g.mu.Unlock()
+	g.wg.Done()
+}
+
+// shutdown refuses new connections, closes those being served and waits
+// until each has left mochi. Listeners call it from Close, before mochi
+// waits for its clients.
+func (g *guard) shutdown() {
+	g.mu.Lock()
+	g.closed = true
+	conns := make([]net.Conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	g.wg.Wait()
 }
 
 func (g *guard) establish(establish listeners.EstablishFn, id string, conn net.Conn) {
+	if !g.track(conn) {
+		_ = conn.Close()
+		return
+	}
+	defer g.untrack(conn)
 	defer func() {
 		if r := recover(); r != nil {
 			_ = conn.Close()
@@ -86,6 +139,7 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 	if l.end.CompareAndSwap(false, true) {
 		_ = l.ln.Close()
 		l.closeClients(l.id)
+		l.guard.shutdown()
 	}
 }
 
@@ -141,12 +195,12 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 func (l *wsListener) Close(listeners.CloseFn) {
 	if l.end.CompareAndSwap(false, true) {
 		l.closeClients(l.id)
-		{
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = l.srv.Shutdown(ctx)
-		}
+		// Close, not Shutdown: upgraded connections are hijacked (the
+		// guard ends them), and Shutdown would leave connections that
+		// never sent a request open until ReadHeaderTimeout.
+		_ = l.srv.Close()
 		_ = l.ln.Close()
+		l.guard.shutdown()
 	}
 }
 
