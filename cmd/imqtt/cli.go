@@ -36,7 +36,7 @@ Usage:
   imqtt user list [--data DIR]
   imqtt user token NAME [--name N] [--data DIR]
   imqtt backup FILE [--data DIR]
-  imqtt stats [--http ADDR] [--user OPERATOR --password P]
+  imqtt stats [--http ADDR]
 
 An address of "off" disables that listener. Run "imqtt CMD --help" for a command's flags.
 `
