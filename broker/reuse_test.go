@@ -134,6 +134,18 @@ func TestRecreatedUserEndToEnd(t *testing.T) {
 	}
 	reuseSend(t, alice, "alice", "im/g/team", "im/u/alice/g/team", "m-1")
 	reuseNext(t, bob, "im/u/bob/g/team")
+	// The device's cursor, saved while it is online, is well past where
+	// the new alice's stream begins; the client id bound again below must
+	// not inherit it (the broker once kept it in memory and skipped the
+	// new owner's first entries).
+	head, err := b.Store().StreamHead("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Eventually(t, "alice's cursor saved", func() bool {
+		cur, err := b.Store().Cursor("alice-dev")
+		return err == nil && cur == head
+	})
 
 	reuseAdmin(t, b, "DELETE", "/v1/users/alice", "", http.StatusNoContent)
 	select {
@@ -145,7 +157,7 @@ func TestRecreatedUserEndToEnd(t *testing.T) {
 	if head, err := b.Store().StreamHead("alice"); err != nil || head != 0 {
 		t.Fatalf("new alice's stream head %d, %v; want an empty stream", head, err)
 	}
-	alice = reuseDevice(t, b, "alice", "alice-dev2")
+	alice = reuseDevice(t, b, "alice", "alice-dev")
 	if got := reuseHistory(t, alice, "alice", string(conv)); len(got) != 0 {
 		t.Fatalf("new alice reads the old DM: %v", got)
 	}
