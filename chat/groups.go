@@ -227,11 +227,6 @@ func depart(tx storage.Tx, grp storage.Group, user, by string, ts int64) ([]stri
 	if err := tx.DeleteConvState(user, imqtt.GroupConv(grp.ID)); err != nil {
 		return nil, err
 	}
-	return leaveGroup(tx, grp, user, by, ts)
-}
-
-// leaveGroup is depart without deleting user's conversation state.
-func leaveGroup(tx storage.Tx, grp storage.Group, user, by string, ts int64) ([]string, error) {
 	i := grp.IndexOf(user)
 	grp.Members = append(grp.Members[:i], grp.Members[i+1:]...)
 	if err := appendEvent(tx, user, imqtt.Event{Type: imqtt.EvGroupLeft, TS: ts, Group: grp.ID, By: by}); err != nil {

@@ -46,9 +46,7 @@ func (s *Service) RemoveUser(user string) error {
 			if !ok || grp.IndexOf(user) < 0 {
 				continue
 			}
-			// The state stays for DeleteUser: it names the groups
-			// whose idempotency entries of the user go with it.
-			n, err := leaveGroup(tx, grp, user, user, ts)
+			n, err := depart(tx, grp, user, user, ts)
 			if err != nil {
 				return nil, err
 			}

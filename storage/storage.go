@@ -102,8 +102,9 @@ type Tx interface {
 	UserExists(id string) (bool, error)
 	// DeleteUser removes a user and everything keyed by it: device
 	// bindings, cursors, tokens, friendships, requests and blocks both ways,
-	// conversation states, its idempotency entries in those conversations
-	// and its delivery stream. ErrNoSuchUser if unknown.
+	// conversation states, its idempotency entries (in every conversation,
+	// also groups it left before) and its delivery stream. ErrNoSuchUser if
+	// unknown.
 	DeleteUser(id string) error
 
 	AreFriends(a, b string) (bool, error)

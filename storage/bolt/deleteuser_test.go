@@ -57,6 +57,7 @@ func TestDeleteUserForgetsItsMessageIDs(t *testing.T) {
 	dm := imqtt.DMConv("alice", "bob")
 	grp := imqtt.GroupConv("team")
 	other := imqtt.DMConv("alice2", "bob")
+	left := imqtt.GroupConv("old")
 	type ref struct {
 		conv   imqtt.ConvID
 		sender string
@@ -68,8 +69,13 @@ func TestDeleteUserForgetsItsMessageIDs(t *testing.T) {
 		{grp, "alice", "m-1"}, {grp, "bob", "m-1"},
 		// A user id with alice's as a prefix is someone else.
 		{grp, "alice2", "m-1"}, {other, "alice2", "c-1"},
+		// A group alice left before her removal: no state names it.
+		{left, "alice", "m-9"}, {left, "bob", "m-9"},
 	} {
 		seqs[r] = duSend(t, db, r.conv, r.sender, r.id)
+	}
+	if err := db.Update(func(tx storage.Tx) error { return tx.DeleteConvState("alice", left) }); err != nil {
+		t.Fatal(err)
 	}
 
 	if err := db.DeleteUser("alice"); err != nil {

@@ -225,6 +225,20 @@ func (t *tx) AppendMessageRef(user string, ts int64, conv imqtt.ConvID, seq uint
 	return t.appendEntry(user, append(v, conv...))
 }
 
+// msgIDSender returns the sender part of a msg_ids key, nil if it has none.
+func msgIDSender(k []byte) []byte {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 {
+		return nil
+	}
+	rest := k[i+1:]
+	j := bytes.IndexByte(rest, 0)
+	if j < 0 {
+		return nil
+	}
+	return rest[:j]
+}
+
 func msgIDKey(conv imqtt.ConvID, sender, id string) []byte {
 	k := make([]byte, 0, len(conv)+len(sender)+len(id)+2)
 	k = append(k, conv...)
@@ -602,23 +616,18 @@ func (t *tx) DeleteUser(id string) error {
 			return err
 		}
 	}
-	// The idempotency entries of its messages, per conversation it is in:
-	// a new user with the same id must not have its ids taken for resends
-	// of the old user's messages (they would be acknowledged with the old
-	// seq, and never stored or delivered). The messages themselves stay.
-	convs := t.tx.Bucket(bucketUserConvs)
-	var idPrefixes [][]byte
-	c = convs.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-		idPrefixes = append(idPrefixes, msgIDKey(imqtt.ConvID(k[len(prefix):]), id, ""))
+	// The idempotency entries of its messages: a new user with the same id
+	// must not have its ids taken for resends of the old user's messages
+	// (they would be acknowledged with the old seq, and never stored or
+	// delivered). The messages themselves stay. The whole index is scanned,
+	// not only the conversations the user is in now: a group it left
+	// earlier holds entries no state names any more. Removing a user is
+	// rare, and the scan reads keys only.
+	idb := []byte(id)
+	if err := deleteWhere(t.tx.Bucket(bucketMsgIDs), func(k, _ []byte) bool { return bytes.Equal(msgIDSender(k), idb) }); err != nil {
+		return err
 	}
-	ids := t.tx.Bucket(bucketMsgIDs)
-	for _, p := range idPrefixes {
-		if err := deleteKeys(ids, p); err != nil {
-			return err
-		}
-	}
-	if err := deleteKeys(convs, prefix); err != nil {
+	if err := deleteKeys(t.tx.Bucket(bucketUserConvs), prefix); err != nil {
 		return err
 	}
 	if t.tx.Bucket(bucketStreams).Bucket([]byte(id)) != nil {
