@@ -49,7 +49,7 @@ type Config struct {
 	// MaxGroupMembers caps a group's size.
 	MaxGroupMembers int `yaml:"max_group_members"`
 	// SubscribeGrace is how long after a SUBSCRIBE a device's delivery
-	// waits at a stored entry none of its subscriptions match yet, before
+	// waits at a backlog entry none of its subscriptions match yet, before
 	// passing it over: a client that subscribes topic by topic gets its
 	// whole backlog. 0 passes such entries over at once.
 	SubscribeGrace time.Duration `yaml:"subscribe_grace"`

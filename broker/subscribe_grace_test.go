@@ -150,3 +150,31 @@ func sgCursor(t *testing.T, b *brokertest.B, clientID string) uint64 {
 	}
 	return c
 }
+
+// Only the backlog waits: an entry that arrives while the device is online
+// and matches none of its subscriptions is passed over at once, so a device
+// subscribed to part of its tree is not held up by live traffic it does not
+// want. (With a one-minute grace, a held entry would hold the DM behind it
+// past the test's timeout.)
+func TestLiveEntriesNotHeld(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) {
+		dlvConfig(c)
+		c.SubscribeGrace = time.Minute
+	})
+	b.Users("alice", "carol", "dave")
+	b.MakeFriends(t, "alice", "carol")
+	alice := dlvDial(t, b, "alice", "alice-phone", true, false)
+	if code, err := alice.Subscribe("im/u/alice/dm/carol", 1); err != nil || code != 1 {
+		t.Fatalf("subscribe: code 0x%02x, %v", code, err)
+	}
+	dave := dlvDial(t, b, "dave", "dave-dev", false, false)
+	if code, err := dave.Publish("im/req", 1, []byte(`{"rid":"r1","op":"friend.request","user":"alice"}`)); err != nil || code != 0 {
+		t.Fatalf("friend.request: code 0x%02x, %v", code, err)
+	}
+	brokertest.Eventually(t, "the friend request stored", func() bool { return dlvStreamHead(t, b, "alice") >= 1 })
+	carol := dlvDial(t, b, "carol", "carol-dev", false, false)
+	dlvSend(t, carol, "alice", `{"id":"live","body":"after an event alice did not subscribe to"}`)
+	if m := dlvNext(t, alice, dlvTopic("alice", "carol")); m.ID != "live" {
+		t.Fatalf("got %s, want the live DM", m.raw)
+	}
+}

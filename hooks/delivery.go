@@ -54,10 +54,15 @@ type device struct {
 	outN     int64
 	parked   *packets.Packet // see park
 	// holdUntil is when the grace after the latest SUBSCRIBE ends: until
-	// then delivery stops at an entry no subscription matches instead of
-	// passing it over, since the client may be about to subscribe to it.
+	// then delivery stops at a backlog entry no subscription matches
+	// instead of passing it over, since the client may be about to
+	// subscribe to it.
 	holdUntil time.Time
 	holdTimer *time.Timer
+	// backlogEnd is the stream head when the device connected: only the
+	// backlog up to it is held. What arrives later is live, and passed
+	// over at once if no subscription matches, as plain MQTT does.
+	backlogEnd uint64
 }
 
 func (h *Hook) newDevice(cl *mqtt.Client, user string) *device {
@@ -67,11 +72,12 @@ func (h *Hook) newDevice(cl *mqtt.Client, user string) *device {
 	}
 	d := &device{h: h, cl: cl, user: user, id: cl.ID, inflight: map[uint16]uint64{}, window: w}
 	cur := h.cursorOf(cl.ID)
-	if head, err := h.o.Streams.StreamHead(user); err == nil && h.o.BacklogMaxEntries > 0 && head > cur+uint64(h.o.BacklogMaxEntries) {
+	head, err := h.o.Streams.StreamHead(user)
+	if err == nil && h.o.BacklogMaxEntries > 0 && head > cur+uint64(h.o.BacklogMaxEntries) {
 		// Over the backlog bound: the oldest entries are dropped.
 		cur = head - uint64(h.o.BacklogMaxEntries)
 	}
-	d.next, d.cursor = cur, cur
+	d.next, d.cursor, d.backlogEnd = cur, cur, head
 	return d
 }
 
@@ -289,7 +295,7 @@ func (d *device) step() bool {
 			topic = imqtt.InboxTopic(d.user, e.Conv)
 		}
 		qos := qosFor(subs, topic)
-		if qos < 0 && e.TS >= oldest && e.Payload != nil && time.Now().Before(holdUntil) {
+		if qos < 0 && e.Pos <= d.backlogEnd && e.TS >= oldest && e.Payload != nil && time.Now().Before(holdUntil) {
 			// Held: a SUBSCRIBE may still come for it; the grace timer
 			// or that SUBSCRIBE kicks again.
 			stop = true
