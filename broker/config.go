@@ -89,7 +89,8 @@ type Limits struct {
 type Log struct {
 	// Level is a zerolog level: trace, debug, info, warn, error.
 	Level string `yaml:"level"`
-	// Format is json or console; "" picks console on a terminal, else json.
+	// Format is json (the default, PROTOCOL.md section 8) or console; ""
+	// picks console on a terminal, else json.
 	Format string `yaml:"format"`
 }
 
@@ -102,7 +103,7 @@ func Default() Config {
 		MaxPayload:      65536,
 		Backlog:         Backlog{MaxEntries: 10000, MaxAge: 720 * time.Hour},
 		Limits:          Limits{MessagesPerSecond: 100, RequestsPerSecond: 50, ConnectionsPerUser: 10, SubscriptionsPerClient: 100},
-		Log:             Log{Level: "info"},
+		Log:             Log{Level: "info", Format: "json"},
 		ConnectTimeout:  10 * time.Second,
 		MaxKeepalive:    300,
 		MaxClients:      100000,

@@ -89,7 +89,7 @@ func serve(args []string, stderr io.Writer, sig <-chan os.Signal) int {
 	wsAddr := fs.String("ws", "", "MQTT/WebSocket listen `address` (default :1882; off disables)")
 	httpAddr := fs.String("http", "", "HTTP listen `address` (default :8080; off disables)")
 	level := fs.String("log-level", "", "log `level`: trace, debug, info, warn, error (default info)")
-	format := fs.String("log-format", "", "log `format`: json or console (default: console on a terminal, else json)")
+	format := fs.String("log-format", "", "log `format`: json or console (default json)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return exitUsage
