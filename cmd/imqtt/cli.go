@@ -182,7 +182,7 @@ func openStore(dir string, stderr io.Writer) (*bolt.DB, bool) {
 	if err != nil {
 		if errors.Is(err, imqtt.ErrStoreLocked) {
 			fmt.Fprintf(stderr, "imqtt: the store in %s is held by a running broker; "+
-				"use the HTTP admin API (POST/DELETE/PUT /v1/users...) instead, or stop the broker\n", dir)
+				"use the HTTP admin API (/v1/users..., see docs/OPERATIONS.md) instead, or stop the broker\n", dir)
 		} else {
 			fmt.Fprintf(stderr, "imqtt: %v\n", err)
 		}
