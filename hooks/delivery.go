@@ -59,6 +59,10 @@ type device struct {
 	// subscribe to it.
 	holdUntil time.Time
 	holdTimer *time.Timer
+	// started is set when the first SUBACK has been written (or at connect
+	// for a resumed session, which brings its subscriptions): a pump
+	// kicked earlier must not deliver before the client has its SUBACK.
+	started bool
 	// backlogEnd is the stream head when the device connected: only the
 	// backlog up to it is held. What arrives later is live, and passed
 	// over at once if no subscription matches, as plain MQTT does.
@@ -176,8 +180,8 @@ func (h *Hook) cursorFlusher(stop <-chan struct{}, done chan<- struct{}) {
 }
 
 // setSubs recomputes the device's inbox subscriptions from mochi's view of
-// the client.
-func (d *device) setSubs() {
+// the client and returns how many there are.
+func (d *device) setSubs() int {
 	prefix := "im/u/" + d.user + "/"
 	var subs []inboxSub
 	for f, s := range d.cl.State.Subscriptions.GetAll() {
@@ -189,6 +193,7 @@ func (d *device) setSubs() {
 	d.mu.Lock()
 	d.subs = subs
 	d.mu.Unlock()
+	return len(subs)
 }
 
 // qosFor returns the QoS to deliver topic at (capped at 1), or -1 when no
@@ -229,6 +234,14 @@ func (d *device) hold() {
 	}
 }
 
+// start lets delivery begin (see started) and kicks.
+func (d *device) start() {
+	d.mu.Lock()
+	d.started = true
+	d.mu.Unlock()
+	d.kick()
+}
+
 // kick makes the device look at its stream again.
 func (d *device) kick() {
 	d.mu.Lock()
@@ -255,7 +268,7 @@ func (d *device) run() {
 func (d *device) step() bool {
 	d.mu.Lock()
 	room := d.window - len(d.inflight)
-	if d.closed || len(d.subs) == 0 || room <= 0 {
+	if d.closed || !d.started || len(d.subs) == 0 || room <= 0 {
 		// An acknowledgement or a subscription kicks again.
 		d.running = false
 		d.mu.Unlock()

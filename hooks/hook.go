@@ -412,9 +412,11 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		if first {
 			h.presence(s.user)
 		}
-		// A resumed session brings its subscriptions along.
-		d.setSubs()
-		d.kick()
+		// A resumed session brings its subscriptions along: delivery
+		// starts now. Otherwise it starts with the first SUBACK.
+		if d.setSubs() > 0 {
+			d.start()
+		}
 	}
 	h.log.Info().Str("user", string(cl.Properties.Username)).Str("client", cl.ID).Str("remote", cl.Net.Remote).
 		Str("listener", cl.Net.Listener).Uint8("protocol", cl.Properties.ProtocolVersion).Msg("connected")
@@ -599,7 +601,7 @@ func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 func (h *Hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 	if pk.FixedHeader.Type == packets.Suback {
 		if d := h.device(cl); d != nil {
-			d.kick()
+			d.start()
 		}
 	}
 }
