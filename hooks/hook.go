@@ -76,8 +76,9 @@ type Options struct {
 	// gets (0: unbounded).
 	BacklogMaxEntries int
 	BacklogMaxAge     time.Duration
-	// SubscribeGrace is how long after a SUBSCRIBE delivery waits at an
-	// entry no subscription of the device matches (0: it passes it over).
+	// SubscribeGrace is how long after a SUBSCRIBE delivery waits at a
+	// backlog entry no subscription of the device matches (0: it passes
+	// it over at once).
 	SubscribeGrace time.Duration
 	// Observer counts events; nil counts nothing.
 	Observer Observer
