@@ -12,5 +12,10 @@
 //     other user can take over its session.
 //   - Wills are refused at CONNECT unless their topic is one the user may
 //     publish to, and neutered in OnWill as a second line.
+//   - A device's deliveries come from its user's stream in the store, from
+//     its cursor, in order; mochi never queues or resends them. Nothing is
+//     delivered before the first SUBACK (or a resumed session's connect).
+//     A backlog entry no subscription matches waits out the grace after a
+//     SUBSCRIBE before it is passed over; a live one is passed over at once.
 //   - No payload, password or hash is ever logged.
 package hooks
