@@ -154,7 +154,7 @@ func New(cfg Config) (*Broker, error) {
 		db.Close()
 		return nil, fmt.Errorf("add hook: %w", err)
 	}
-	b.guard = &guard{connectTimeout: cfg.ConnectTimeout, log: slogger, onPanic: b.recovered}
+	b.guard = &guard{connectTimeout: cfg.ConnectTimeout, log: slogger, onPanic: b.recovered, maxPacket: maxPacketSize(cfg.MaxPayload)}
 	return b, nil
 }
 
@@ -256,7 +256,7 @@ func (b *Broker) Start() error {
 		b.addrs["mqtt"] = mqttLn.Addr().String()
 	}
 	if wsLn != nil {
-		if err := b.server.AddListener(&wsListener{id: "ws", ln: wsLn, guard: b.guard, maxSz: int64(maxPacketSize(b.cfg.MaxPayload)),
+		if err := b.server.AddListener(&wsListener{id: "ws", ln: wsLn, guard: b.guard,
 			closeClients: b.closeListenerClients}); err != nil {
 			return fail(err)
 		}

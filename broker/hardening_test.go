@@ -107,7 +107,20 @@ func TestOversizePacketRefusedBeforeAllocation(t *testing.T) {
 				var before, after runtime.MemStats
 				runtime.ReadMemStats(&before)
 				r.Write(append(fixedHeader(first, hugeRemainingLength), 0, 4, 'M', 'Q', 'T', 'T'))
-				r.Closed()
+				if connected && !v.v5 {
+					// A 3.1.1 client cannot be told the maximum, so its
+					// publish is read past as it arrives, to be refused
+					// with too_large (TestOversizedPublishRefusedOn311):
+					// the connection waits for the rest. This client
+					// gives up instead; the broker lets it go.
+					r.Close()
+					brokertest.Eventually(t, "the connection gone", func() bool {
+						s, err := b.Stats()
+						return err == nil && s.DevicesOnline == 0
+					})
+				} else {
+					r.Closed()
+				}
 				runtime.ReadMemStats(&after)
 				if grew := after.TotalAlloc - before.TotalAlloc; grew > hugeRemainingLength/16 {
 					t.Fatalf("the process allocated %d bytes for a packet declaring %d", grew, hugeRemainingLength)

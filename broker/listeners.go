@@ -25,6 +25,8 @@ type guard struct {
 	log            *slog.Logger
 	// onPanic cleans up after a client whose goroutine panicked.
 	onPanic func(conn net.Conn, r any)
+	// maxPacket is mochi's maximum packet size, for oversizeConn.
+	maxPacket int
 
 	// The connections being served, so that shutdown can end them and
 	// wait: mochi's Close waits for its clients with a WaitGroup that each
@@ -90,7 +92,7 @@ func (g *guard) establish(establish listeners.EstablishFn, id string, conn net.C
 	}()
 	// mochi replaces this deadline with the keepalive one after CONNECT.
 	_ = conn.SetDeadline(time.Now().Add(g.connectTimeout))
-	if err := establish(id, conn); err != nil && !quietErr(err) {
+	if err := establish(id, newOversizeConn(conn, g.maxPacket)); err != nil && !quietErr(err) {
 		g.log.Debug("connection ended", "listener", id, "remote", conn.RemoteAddr().String(), "error", err)
 	}
 }
@@ -143,6 +145,10 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 	}
 }
 
+// maxMQTTPacket is the largest packet MQTT can encode: a 1-byte fixed
+// header, a 4-byte remaining length and 268,435,455 bytes.
+const maxMQTTPacket = 5 + 268435455
+
 // wsListener serves MQTT over WebSocket on path /mqtt.
 type wsListener struct {
 	id        string
@@ -150,7 +156,6 @@ type wsListener struct {
 	guard     *guard
 	srv       *http.Server
 	end       atomic.Bool
-	maxSz     int64
 	establish atomic.Pointer[listeners.EstablishFn]
 	// closeClients: see tcpListener.
 	closeClients func(id string)
@@ -180,7 +185,10 @@ func (l *wsListener) Init(*slog.Logger) error {
 			return
 		}
 		defer c.Close()
-		c.SetReadLimit(l.maxSz)
+		// Any MQTT packet (up to 256 MiB) may arrive: mochi and
+		// oversizeConn enforce the maximum packet size as the bytes
+		// stream through, without holding a whole message.
+		c.SetReadLimit(maxMQTTPacket)
 		l.guard.establish(*establish, l.id, &wsConn{Conn: c.NetConn(), c: c})
 	})
 	l.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -612,6 +612,17 @@ func (h *Hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, b []byte) {
 // OnPacketRead renames them for OnPublish to refuse properly.
 const refusedTopicMarker = "imqtt-refused-topic/"
 
+// tooLargeMarker prefixes the topic of a stand-in for a publish too large
+// to read (see TooLargeTopic).
+const tooLargeMarker = "imqtt-too-large/"
+
+// TooLargeTopic is the topic under which a listener hands mochi a stand-in
+// for a publish to topic that was over the maximum packet size: same packet
+// id, empty payload. OnPublish refuses it with too_large, so an MQTT 3.1.1
+// client, which cannot be told the maximum, gets an acknowledgement and an
+// error instead of a dropped connection it would retry into for ever.
+func TooLargeTopic(topic string) string { return tooLargeMarker + topic }
+
 // OnPacketRead sees every packet a client sends, before mochi acts on it.
 // A PUBACK from the client acknowledges one of our deliveries: it is taken
 // here, on the read path, because OnQosComplete also fires for the
@@ -671,6 +682,9 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // store, so mochi neither queues nor retains them.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	user := string(cl.Properties.Username)
+	if _, ok := strings.CutPrefix(pk.TopicName, tooLargeMarker); ok {
+		return pk, h.refuseMessage(cl, pk, "", imqtt.Errorf(imqtt.CodeTooLarge, "the packet is over the maximum packet size of %d bytes", h.o.MaxPacketSize))
+	}
 	if t, ok := strings.CutPrefix(pk.TopicName, refusedTopicMarker); ok {
 		return pk, h.refuseMessage(cl, pk, h.payloadID(pk.Payload), imqtt.Errorf(imqtt.CodeNotAllowed, "publishing to %q is not allowed", t))
 	}
