@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,24 +22,6 @@ func confAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// lockedBuffer is stderr shared by the serving broker and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // serve refuses conformance mode with any listener off loopback with exit
@@ -89,7 +70,7 @@ func TestServeConformanceOnLoopback(t *testing.T) {
 	dir := t.TempDir()
 	mqttAddr := confAddr(t)
 	sig := make(chan os.Signal, 1)
-	var stderr lockedBuffer
+	var stderr syncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"serve", "--data", dir, "--mqtt", mqttAddr, "--ws", "off", "--http", "127.0.0.1:0"}, &bytes.Buffer{}, &stderr, sig)
@@ -160,7 +141,7 @@ func TestServeConformanceLoopbackFromFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	sig := make(chan os.Signal, 1)
-	var stderr lockedBuffer
+	var stderr syncBuffer
 	done := make(chan int, 1)
 	addr := confAddr(t)
 	go func() {
