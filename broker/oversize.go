@@ -2,10 +2,13 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/imqtt/imqtt/hooks"
 )
@@ -151,22 +154,17 @@ func (c *oversizeConn) standIn(first byte, remaining int) error {
 	if len(marked) > 0xffff {
 		marked = marked[:0xffff]
 	}
-	body := binary.BigEndian.AppendUint16(nil, uint16(len(marked)))
-	body = append(body, marked...)
-	body = append(body, id[:idLen]...)
-	pk := []byte{first}
-	n := len(body)
-	for {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		pk = append(pk, b)
-		if n == 0 {
-			break
-		}
+	pk := packets.Packet{TopicName: marked, ProtocolVersion: c.version}
+	if err := pk.FixedHeader.Decode(first); err != nil {
+		return err
 	}
-	c.out = append(pk, body...)
+	if idLen > 0 {
+		pk.PacketID = binary.BigEndian.Uint16(id[:])
+	}
+	var buf bytes.Buffer
+	if err := pk.PublishEncode(&buf); err != nil {
+		return err
+	}
+	c.out = buf.Bytes()
 	return nil
 }
